@@ -1,0 +1,10 @@
+"""tfcourse: a hands-on transfer-learning course in Keras and TensorFlow, one lesson per command."""
+
+__version__ = "0.1.0"
+
+
+class UserError(ValueError):
+    """Bad input a person can fix: the message names the input and what was wrong with it.
+
+    The command line prints it as one paragraph and exits with status 2.
+    """

@@ -1,0 +1,4 @@
+from tfcourse.cli import main
+import sys
+
+sys.exit(main())

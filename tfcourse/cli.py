@@ -1,0 +1,126 @@
+"""The `tfcourse` command: list, run, evaluate and predict.
+
+    tfcourse list
+    tfcourse run LESSON [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
+    tfcourse evaluate RUN_DIR --data PATH [--format saved_model|tflite|tflite-dynamic|tflite-int8]
+    tfcourse predict RUN_DIR FILE... [--top-k K] [--format ...]
+
+Bad input exits with status 2 and a one-paragraph message naming what was wrong.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from tfcourse import UserError
+from tfcourse.lessons import LESSONS
+
+FORMATS = ("saved_model", "tflite", "tflite-dynamic", "tflite-int8")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="tfcourse", description="Hands-on transfer-learning lessons in Keras.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the lessons")
+
+    run = commands.add_parser("run", help="train, evaluate and export a lesson")
+    run.add_argument("lesson", choices=sorted(LESSONS))
+    run.add_argument("--config", help="YAML file of overrides of the lesson's defaults")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="a dotted override, e.g. --set train.feature_epochs=3 (repeatable)")
+    run.add_argument("--smoke", action="store_true", help="synthetic data and a tiny model: minutes on a CPU")
+    run.add_argument("--out", help="run directory (default: saved_models/LESSON, or LESSON-smoke)")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's exported model on a folder of class folders")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", required=True, help="a folder with one sub-folder per class")
+    evaluate.add_argument("--format", default="saved_model", choices=FORMATS)
+
+    predict = commands.add_parser("predict", help="top-k classes of image files with a run's exported model")
+    predict.add_argument("run_dir")
+    predict.add_argument("files", nargs="+")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--format", default="saved_model", choices=FORMATS)
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command == "list":
+            width = max(map(len, LESSONS))
+            for name, (_, description) in sorted(LESSONS.items()):
+                print(f"{name:<{width}}  {description}")
+        elif args.command == "run":
+            run_lesson(args)
+        elif args.command == "evaluate":
+            print(json.dumps(evaluate_run(args.run_dir, args.data, args.format), indent=2))
+        elif args.command == "predict":
+            print(json.dumps(predict_files(args.run_dir, args.files, args.top_k, args.format), indent=2))
+    except UserError as error:
+        print(f"tfcourse {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_lesson(args):
+    from tfcourse import config as config_lib
+    from tfcourse.lessons import load_lesson
+
+    lesson = load_lesson(args.lesson)
+    config = config_lib.load(lesson.Config, args.config, args.overrides, base=lesson.SMOKE if args.smoke else None)
+    run_dir = args.out or os.path.join("saved_models", args.lesson + ("-smoke" if args.smoke else ""))
+    lesson.run(config, run_dir)
+    print(f"Run directory: {os.path.abspath(run_dir)}")
+
+
+def evaluate_run(run_dir, data_path, fmt):
+    """Metrics of a run's exported model on another folder with the same classes."""
+    from tfcourse import metrics
+    from tfcourse.data import images
+    from tfcourse.export import load_exported, predict_batches
+
+    predict, image_size, class_names = load_exported(run_dir, fmt)
+    folder = images.scan_image_folder(data_path)
+    unknown = sorted(set(folder.class_names) - set(class_names))
+    if unknown:
+        raise UserError(
+            f"--data {data_path!r} has class folders the model does not know: {unknown}. "
+            f"The model's classes: {class_names}."
+        )
+    labels = np.asarray([class_names.index(folder.class_names[label]) for label in folder.labels])
+    pairs = images.folder_split(folder, np.arange(len(folder.files)), image_size)
+    batched = images.image_dataset(pairs, 32, training=False, seed=0)
+    pixels, _ = images.load_array(batched)
+    probabilities = predict_batches(predict, pixels)
+    report = metrics.classification_report(labels, probabilities.argmax(-1), class_names)
+    return {**report, "format": fmt, "data": data_path, "num_skipped": len(folder.skipped), "skipped": folder.skipped}
+
+
+def predict_files(run_dir, files, top_k, fmt):
+    import tensorflow as tf
+
+    from tfcourse.data import images
+    from tfcourse.export import load_exported
+
+    predict, image_size, class_names = load_exported(run_dir, fmt)
+    results = []
+    for path in files:
+        if not os.path.isfile(path):
+            raise UserError(f"Image file {path!r} does not exist.")
+        try:
+            pixels = images.decode_image(tf.io.read_file(path), image_size).numpy()
+        except (tf.errors.OpError, ValueError) as error:
+            raise UserError(f"{path!r} cannot be decoded as an image: {str(error).splitlines()[0]}") from None
+        probabilities = predict(pixels[None])[0]
+        top = np.argsort(-probabilities)[:top_k]
+        results.append({"file": path, "top_k": [{"class": class_names[i], "probability": float(probabilities[i])} for i in top]})
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Export: a SavedModel taking raw uint8 images, three TFLite variants, each checked, then kept.
+
+Everything is written to `<run>/export.tmp`, checked against the Keras model on the test split,
+and only then moved to `<run>/export`, so a failed export never replaces a good one. TFLite models
+run with `ai_edge_litert` (the deprecated `tf.lite.Interpreter` gave wrong outputs with its
+default XNNPACK delegate on our stack).
+"""
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from tfcourse import UserError
+
+TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
+FORMATS = ("saved_model", "tflite", "tflite-dynamic", "tflite-int8")
+_FORMAT_FILES = {
+    "saved_model": "saved_model",
+    "tflite": "model_float32.tflite",
+    "tflite-dynamic": "model_dynamic_range.tflite",
+    "tflite-int8": "model_int8.tflite",
+}
+SAVED_MODEL_TOLERANCE = 1e-4
+FLOAT_TFLITE_TOLERANCE = 1e-4
+
+
+class ExportCheckFailed(RuntimeError):
+    pass
+
+
+def convert_tflite(saved_model_dir, variant, representative_images=None):
+    """Converts a SavedModel to TFLite: float32, dynamic-range or full-integer int8 (uint8 in/out)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if variant == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    elif variant != "float32":
+        raise ValueError(f"Unknown TFLite variant {variant!r}; choose one of {TFLITE_VARIANTS}.")
+    return converter.convert()
+
+
+class TFLiteModel:
+    """A TFLite model run with LiteRT on batches; quantized outputs are dequantized."""
+
+    def __init__(self, path):
+        self.interpreter = Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        if self._batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], [len(images), *images.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(images)
+        self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        output = self.interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output["quantization"]
+        if scale:
+            return scale * (output.astype("float32") - zero_point)
+        return output
+
+
+class SavedModelClassifier:
+    """The exported SavedModel's `serve` signature on uint8 image batches."""
+
+    def __init__(self, path):
+        self.loaded = tf.saved_model.load(path)  # kept: its variables live as long as it does
+        self.serve = self.loaded.signatures["serve"]
+
+    def __call__(self, images):
+        return next(iter(self.serve(tf.constant(images, tf.uint8)).values())).numpy()
+
+
+def predict_batches(predict, images, batch_size=32):
+    return np.concatenate([predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def load_exported(run_dir, fmt="saved_model"):
+    """Returns (predict function on uint8 image batches, image size, class names) of a run's export.
+
+    The SavedModel is a program: only load exports of runs you trust.
+    """
+    export_dir = os.path.join(run_dir, "export")
+    if fmt not in _FORMAT_FILES:
+        raise UserError(f"--format {fmt!r} is not an export format; choose one of: {', '.join(FORMATS)}.")
+    path = os.path.join(export_dir, _FORMAT_FILES[fmt])
+    labels_path = os.path.join(export_dir, "labels.txt")
+    if not os.path.exists(path) or not os.path.isfile(labels_path):
+        raise UserError(
+            f"{run_dir!r} holds no exported {fmt} model ({path} or labels.txt is missing); "
+            "give the run directory that `tfcourse run` printed."
+        )
+    with open(labels_path) as f:
+        class_names = f.read().splitlines()
+    with open(os.path.join(export_dir, "export_metrics.json")) as f:
+        image_size = json.load(f)["image_size"]
+    if fmt == "saved_model":
+        predict = SavedModelClassifier(path)
+    else:
+        predict = TFLiteModel(path)
+    return predict, image_size, class_names
+
+
+def _accuracy(probabilities, labels):
+    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
+
+
+def export_classifier(model, run_dir, class_names, representative_images, test_images, test_labels,
+                      max_quantized_accuracy_drop):
+    """Writes and checks SavedModel + TFLite variants; returns their metrics. See module doc."""
+    final_dir = os.path.join(run_dir, "export")
+    tmp_dir = final_dir + ".tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    image_size = int(model.input.shape[1])
+    keras_probabilities = predict_batches(lambda x: model.predict(x, verbose=0), test_images)
+    keras_accuracy = _accuracy(keras_probabilities, test_labels)
+    metrics = {"image_size": image_size, "keras": {"accuracy": keras_accuracy}}
+
+    saved_model_dir = os.path.join(tmp_dir, "saved_model")
+    start = time.perf_counter()
+    model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+    probabilities = predict_batches(SavedModelClassifier(saved_model_dir), test_images)
+    metrics["saved_model"] = _variant_metrics(probabilities, keras_probabilities, test_labels, saved_model_dir)
+    metrics["saved_model"]["seconds"] = time.perf_counter() - start
+    _check(metrics["saved_model"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "saved_model", metrics, tmp_dir)
+
+    for variant in TFLITE_VARIANTS:
+        start = time.perf_counter()
+        path = os.path.join(tmp_dir, f"model_{variant}.tflite")
+        with open(path, "wb") as f:
+            f.write(convert_tflite(saved_model_dir, variant, representative_images))
+        probabilities = predict_batches(TFLiteModel(path), test_images)
+        metrics[variant] = _variant_metrics(probabilities, keras_probabilities, test_labels, path)
+        metrics[variant]["seconds"] = time.perf_counter() - start
+        if variant == "float32":
+            _check(metrics[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, metrics, tmp_dir)
+        else:
+            drop = keras_accuracy - metrics[variant]["accuracy"]
+            _check(drop <= max_quantized_accuracy_drop, variant, metrics, tmp_dir)
+
+    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
+        f.write("\n".join(class_names) + "\n")
+    with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    _replace_dir(tmp_dir, final_dir)
+    return metrics
+
+
+def _variant_metrics(probabilities, keras_probabilities, labels, path):
+    return {
+        "accuracy": _accuracy(probabilities, labels),
+        "max_abs_diff": float(np.max(np.abs(probabilities - keras_probabilities))),
+        "top1_agreement": float(np.mean(probabilities.argmax(-1) == keras_probabilities.argmax(-1))),
+        "size_bytes": _size(path),
+    }
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _check(passed, variant, metrics, tmp_dir):
+    if not passed:
+        with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        raise ExportCheckFailed(
+            f"The {variant} export failed its check against the Keras model: {metrics[variant]}. "
+            f"Nothing was replaced; the rejected export is in {tmp_dir}."
+        )
+
+
+def _replace_dir(new_dir, final_dir):
+    """Moves `new_dir` to `final_dir`; an existing `final_dir` is kept aside until the move is done."""
+    old_dir = final_dir + ".old"
+    shutil.rmtree(old_dir, ignore_errors=True)
+    if os.path.exists(final_dir):
+        os.rename(final_dir, old_dir)
+    os.rename(new_dir, final_dir)
+    shutil.rmtree(old_dir, ignore_errors=True)

@@ -1,0 +1,18 @@
+"""The lessons: one file each under this package, read top to bottom like a keras.io example.
+
+Each lesson module defines `Config` (its defaults as dataclasses), `SMOKE` (the overrides of a
+`--smoke` run) and `run(config, run_dir) -> report`.
+"""
+
+import importlib
+
+LESSONS = {
+    "crop-disease": (
+        "crop_disease",
+        "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",
+    ),
+}
+
+
+def load_lesson(name):
+    return importlib.import_module(f"tfcourse.lessons.{LESSONS[name][0]}")

@@ -1,0 +1,98 @@
+"""Imports the weights of a quantized TFLite MobileNetV2 classifier into `keras.applications`.
+
+Keras has no TFLite importer, and a machine without a network has no ImageNet `.h5` weights,
+but a TFLite classifier file may be at hand (`${TFCOURSE_ASSETS}/models/imagenet/`). The TF-slim
+quantized MobileNetV2 stores, per convolution, uint8 weights with one scale and zero point per
+tensor, and an int32 bias with scale = input scale x weight scale; its batch norm is folded into
+those weights and biases. So each Keras convolution gets the dequantized kernel, and the batch
+norm after it becomes an identity plus the folded bias (mean 0, variance 1, gamma
+sqrt(1 + epsilon), beta = bias). That is exact only in inference mode: keep these batch norm
+layers frozen when fine-tuning.
+"""
+
+import numpy as np
+import keras
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from tfcourse import UserError
+
+
+def _dequantize(tensor_detail, values):
+    scale, zero_point = tensor_detail["quantization"]
+    if scale == 0:
+        return values.astype("float32")
+    return (scale * (values.astype("float32") - zero_point)).astype("float32")
+
+
+def read_tflite_convolutions(path):
+    """Yields (op name, dequantized kernel as stored, dequantized bias) for each conv, in order."""
+    try:
+        interpreter = Interpreter(
+            model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{path!r} is not a readable TFLite model: {error}") from None
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    input_detail = interpreter.get_input_details()[0]
+    convolutions = []
+    for op in interpreter._get_ops_details():  # the public API lists tensors but not the graph
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        _, kernel_index, bias_index = op["inputs"]
+        kernel = _dequantize(details[kernel_index], interpreter.get_tensor(kernel_index))
+        bias = _dequantize(details[bias_index], interpreter.get_tensor(bias_index))
+        convolutions.append((op["op_name"], kernel, bias))
+    return convolutions, input_detail
+
+
+def input_rescaling(input_detail):
+    """(scale, offset) that maps uint8 pixels to what the TFLite model saw: scale * (q - zero_point)."""
+    scale, zero_point = input_detail["quantization"]
+    if input_detail["dtype"] is not np.uint8 or scale == 0:
+        raise UserError("The TFLite classifier must take quantized uint8 images.")
+    return float(scale), float(-scale * zero_point)
+
+
+def mobilenet_v2_from_tflite(path, include_top=False, input_shape=(224, 224, 3)):
+    """A Keras MobileNetV2 (alpha 1.0) holding the weights of the TFLite classifier at `path`.
+
+    Returns (model, (scale, offset)): the model takes images already rescaled by
+    `pixels * scale + offset`. Without the top, it ends in global average pooling (1280 features);
+    with it, in the file's 1001-way softmax (class 0 is "background").
+    """
+    convolutions, input_detail = read_tflite_convolutions(path)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=input_shape, include_top=False, weights=None, pooling="avg"
+    )
+    layers = [l for l in backbone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    if len(convolutions) != len(layers) + 1:
+        raise UserError(
+            f"{path!r} has {len(convolutions)} convolutions; a MobileNetV2 1.0 classifier has "
+            f"{len(layers) + 1}. Only the TF-slim quantized MobileNetV2 1.0 classifier is supported."
+        )
+    for layer, (op_name, kernel, bias) in zip(layers, convolutions):
+        if op_name == "DEPTHWISE_CONV_2D":  # stored [1, h, w, channels], Keras wants [h, w, channels, 1]
+            kernel = kernel[0][..., None]
+        else:  # stored [out, h, w, in], Keras wants [h, w, in, out]
+            kernel = kernel.transpose(1, 2, 3, 0)
+        if kernel.shape != tuple(layer.kernel.shape):
+            raise UserError(
+                f"{path!r}: the kernel for {layer.name} has shape {kernel.shape}, expected "
+                f"{tuple(layer.kernel.shape)}."
+            )
+        layer.kernel.assign(kernel)
+        batch_norm = backbone.get_layer(_batch_norm_after(layer.name))
+        gamma = np.full_like(bias, np.sqrt(1.0 + batch_norm.epsilon))
+        batch_norm.set_weights([gamma, bias, np.zeros_like(bias), np.ones_like(bias)])
+    if not include_top:
+        return backbone, input_rescaling(input_detail)
+    _, logits_kernel, logits_bias = convolutions[-1]
+    classifier = keras.layers.Dense(logits_bias.shape[0], activation="softmax", name="predictions")
+    model = keras.Model(backbone.input, classifier(backbone.output), name="mobilenet_v2_tflite")
+    classifier.set_weights([logits_kernel[:, 0, 0, :].T, logits_bias])
+    return model, input_rescaling(input_detail)
+
+
+def _batch_norm_after(conv_name):
+    # keras.applications names: Conv1 -> bn_Conv1, Conv_1 -> Conv_1_bn, block_3_expand -> ..._BN
+    return {"Conv1": "bn_Conv1", "Conv_1": "Conv_1_bn"}.get(conv_name, conv_name + "_BN")

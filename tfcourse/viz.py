@@ -1,0 +1,44 @@
+"""Plots the lessons write as PNG files."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_training_curves(histories, path, title="Training curves"):
+    """`histories`: {run name: (first epoch, {metric: [per epoch]})}; loss and accuracy, train and validation."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (name, (first_epoch, history)), color in zip(histories.items(), plt.cm.tab10.colors):
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            epochs = np.arange(first_epoch, first_epoch + len(history.get(metric, [])))
+            ax.plot(epochs, history.get(metric, []), color=color, linestyle="--", label=f"{name} train")
+            ax.plot(epochs, history.get("val_" + metric, []), color=color, label=f"{name} validation")
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
+    matrix = np.asarray(matrix)
+    size = max(4, 0.6 * len(class_names) + 2)
+    figure, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    figure.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
