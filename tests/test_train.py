@@ -68,3 +68,17 @@ def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_pa
     for a, b in zip(again.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert os.path.isfile(os.path.join(stage, "best.keras"))
+
+
+def test_mixed_precision_computes_in_float16_and_outputs_float32():
+    from tfcourse.models.backbones import build_backbone
+    from tfcourse.models.classifier import build_classifier
+
+    train.set_mixed_precision(True)
+    try:
+        model = build_classifier(build_backbone("mobilenet_v2", "random", 32, width_multiplier=0.35), 2, 32)
+        assert model.get_layer("mobilenet_v2_0.35_32").compute_dtype == "float16"
+        assert model.output.dtype == "float32"
+    finally:
+        train.set_mixed_precision(False)
+    assert keras.mixed_precision.global_policy().name == "float32"
