@@ -22,7 +22,7 @@ def test_list_names_every_lesson(capsys):
         (["run", "crop-disease", "--config", "missing.yaml"], ["missing.yaml", "does not exist"]),
         (["run", "crop-disease", "--set", "data.source=/no/such/folder"], ["/no/such/folder", "not a folder"]),
         (["evaluate", "/no/run", "--data", "/no/data"], ["/no/run", "no exported"]),
-        (["evaluate", "/no/run", "--data", "x", "--format", "onnx"], ["invalid choice", "tflite-int8"]),
+        (["evaluate", "/no/run", "--data", "x", "--format", "onnx"], ["'onnx'", "tflite-int8"]),
     ],
 )
 def test_bad_input_exits_2_with_a_message_not_a_traceback(argv, words, capsys, tmp_path):

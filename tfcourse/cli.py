@@ -18,8 +18,6 @@ import numpy as np
 from tfcourse import UserError
 from tfcourse.lessons import LESSONS
 
-FORMATS = ("saved_model", "tflite", "tflite-dynamic", "tflite-int8")
-
 
 def _parser():
     parser = argparse.ArgumentParser(prog="tfcourse", description="Hands-on transfer-learning lessons in Keras.")
@@ -34,16 +32,20 @@ def _parser():
     run.add_argument("--smoke", action="store_true", help="synthetic data and a tiny model: minutes on a CPU")
     run.add_argument("--out", help="run directory (default: saved_models/LESSON, or LESSON-smoke)")
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a run's exported model on a folder of class folders")
+    trust = "A SavedModel is a program: only load run directories you trust."
+    formats = "saved_model (default), tflite, tflite-dynamic or tflite-int8"
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's exported model on a folder of class folders",
+                                   description=trust)
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", required=True, help="a folder with one sub-folder per class")
-    evaluate.add_argument("--format", default="saved_model", choices=FORMATS)
+    evaluate.add_argument("--format", default="saved_model", help=formats)
 
-    predict = commands.add_parser("predict", help="top-k classes of image files with a run's exported model")
+    predict = commands.add_parser("predict", help="top-k classes of image files with a run's exported model",
+                                  description=trust)
     predict.add_argument("run_dir")
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--format", default="saved_model", choices=FORMATS)
+    predict.add_argument("--format", default="saved_model", help=formats)
     return parser
 
 

@@ -18,13 +18,13 @@ from ai_edge_litert.interpreter import Interpreter
 from tfcourse import UserError
 
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
-FORMATS = ("saved_model", "tflite", "tflite-dynamic", "tflite-int8")
 _FORMAT_FILES = {
     "saved_model": "saved_model",
     "tflite": "model_float32.tflite",
     "tflite-dynamic": "model_dynamic_range.tflite",
     "tflite-int8": "model_int8.tflite",
 }
+FORMATS = tuple(_FORMAT_FILES)
 SAVED_MODEL_TOLERANCE = 1e-4
 FLOAT_TFLITE_TOLERANCE = 1e-4
 

@@ -59,7 +59,8 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience):
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
     ]
-    model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=callbacks, verbose=2)
+    # shuffle=False: the tf.data pipeline shuffles (Keras ignores the flag for datasets, with a warning)
+    model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
     history = read_csv_log(os.path.join(stage_dir, "log.csv"))  # all epochs, also across a resume
     model.save_weights(final_weights)
     with open(history_path, "w") as f:

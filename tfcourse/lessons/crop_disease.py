@@ -15,6 +15,7 @@ import dataclasses
 import os
 import typing
 
+import keras
 import numpy as np
 
 from tfcourse import export, metrics, runs, train, viz
@@ -115,6 +116,7 @@ def evaluate_splits(model, eval_datasets, class_names):
 def run(config, run_dir):
     timings = runs.Timings()
     checkpoints = runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.data.seed)  # weights, dropout and augmentation draws
     train.set_mixed_precision(config.train.mixed_precision)
     strategy = train.get_strategy(config.train.strategy)
     data = config.data
