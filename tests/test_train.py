@@ -76,8 +76,10 @@ def test_mixed_precision_computes_in_float16_and_outputs_float32():
 
     train.set_mixed_precision(True)
     try:
-        model = build_classifier(build_backbone("mobilenet_v2", "random", 32, width_multiplier=0.35), 2, 32)
-        assert model.get_layer("mobilenet_v2_0.35_32").compute_dtype == "float16"
+        backbone = build_backbone("mobilenet_v2", "random", 32, width_multiplier=0.35)
+        model = build_classifier(backbone, 2, 32)
+        assert backbone.features.compute_dtype == "float16"
+        assert model.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0).dtype == np.float32
         assert model.output.dtype == "float32"
     finally:
         train.set_mixed_precision(False)
