@@ -33,16 +33,20 @@ def resize_image(image, image_size):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
+def _decode(contents):
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
 def decode_image(contents, image_size):
     """Encoded bytes (JPEG, PNG, GIF or BMP) -> uint8 [size, size, 3]."""
-    return resize_image(tf.io.decode_image(contents, channels=3, expand_animations=False), image_size)
+    return resize_image(_decode(contents), image_size)
 
 
 def _undecodable(paths):
     """Indices of `paths` TensorFlow cannot decode as images (one parallel tf.data pass)."""
     indexed = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
     decoded = indexed.map(
-        lambda i, path: (i, tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False))),
+        lambda i, path: (i, tf.shape(_decode(tf.io.read_file(path)))),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     ).ignore_errors()
@@ -52,7 +56,7 @@ def _undecodable(paths):
 
 def _decode_error(path):
     try:
-        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        _decode(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as error:
         return error.message.splitlines()[0] if hasattr(error, "message") else str(error)
     return "unreadable"
@@ -61,11 +65,11 @@ def _decode_error(path):
 def scan_image_folder(root, skip_bad_files=True):
     """Lists `root/<class>/<image>`; checks every image decodes. See module doc for bad files."""
     if not os.path.isdir(root):
-        raise UserError(f"data.source {root!r} is not a folder (expected one sub-folder per class).")
+        raise UserError(f"Image folder {root!r} does not exist or is not a folder (expected one sub-folder per class).")
     class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if len(class_names) < 2:
         raise UserError(
-            f"data.source {root!r} has {len(class_names)} class folder(s) {class_names}; "
+            f"Image folder {root!r} has {len(class_names)} class folder(s) {class_names}; "
             "a classifier needs at least two, one sub-folder per class."
         )
     files, labels = [], []
