@@ -7,6 +7,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(figure, path, dpi=110):
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+
+
 def plot_training_curves(histories, path, title="Training curves"):
     """`histories`: {run name: (first epoch, {metric: [per epoch]})}; loss and accuracy, train and validation."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -21,9 +27,7 @@ def plot_training_curves(histories, path, title="Training curves"):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
@@ -39,6 +43,4 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
     figure.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -7,6 +7,10 @@ Each lesson module defines `Config` (its defaults as dataclasses), `SMOKE` (the 
 import importlib
 
 LESSONS = {
+    "fundamentals": (
+        "fundamentals",
+        "Gradient descent, activations, losses, optimizers and batch norm from their equations, checked against Keras.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",
