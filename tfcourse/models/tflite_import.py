@@ -18,31 +18,56 @@ from tfcourse import UserError
 
 
 def _dequantize(tensor_detail, values):
-    scale, zero_point = tensor_detail["quantization"]
-    if scale == 0:
+    """scale * (q - zero_point), per tensor or per channel along the quantized dimension."""
+    parameters = tensor_detail["quantization_parameters"]
+    scales, zero_points = parameters["scales"], parameters["zero_points"]
+    if scales.size == 0:
         return values.astype("float32")
-    return (scale * (values.astype("float32") - zero_point)).astype("float32")
+    shape = [1] * values.ndim
+    if scales.size > 1:
+        shape[parameters["quantized_dimension"]] = scales.size
+    return (scales.reshape(shape) * (values.astype("float32") - zero_points.reshape(shape))).astype("float32")
+
+
+def open_interpreter(path, keep_intermediates=False):
+    """A LiteRT interpreter without default delegates (XNNPACK would fuse ops and hide tensors)."""
+    try:
+        interpreter = Interpreter(
+            model_path=path,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=keep_intermediates,
+        )
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{path!r} is not a readable TFLite model: {error}") from None
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def read_tflite_ops(interpreter, op_names):
+    """[(op, [dequantized constant inputs, None for activations])] of the ops named, in execution order.
+
+    A constant may be stored as int8 behind a DEQUANTIZE op (a "hybrid" model): it is read from there.
+    """
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # the public API lists tensors but not the graph
+    dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    computed = {i for op in ops for i in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
+
+    def constant(index):
+        index = dequantized_from.get(index, index)
+        if index in computed:
+            return None
+        return _dequantize(details[index], interpreter.get_tensor(index))
+
+    return [(op, [constant(i) if i >= 0 else None for i in op["inputs"]]) for op in ops if op["op_name"] in op_names]
 
 
 def read_tflite_convolutions(path):
     """Yields (op name, dequantized kernel as stored, dequantized bias) for each conv, in order."""
-    try:
-        interpreter = Interpreter(
-            model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-    except (ValueError, RuntimeError) as error:
-        raise UserError(f"{path!r} is not a readable TFLite model: {error}") from None
-    details = {t["index"]: t for t in interpreter.get_tensor_details()}
-    input_detail = interpreter.get_input_details()[0]
-    convolutions = []
-    for op in interpreter._get_ops_details():  # the public API lists tensors but not the graph
-        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            continue
-        _, kernel_index, bias_index = op["inputs"]
-        kernel = _dequantize(details[kernel_index], interpreter.get_tensor(kernel_index))
-        bias = _dequantize(details[bias_index], interpreter.get_tensor(bias_index))
-        convolutions.append((op["op_name"], kernel, bias))
-    return convolutions, input_detail
+    interpreter = open_interpreter(path)
+    convolutions = [(op["op_name"], kernel, bias) for op, (_, kernel, bias) in
+                    read_tflite_ops(interpreter, ("CONV_2D", "DEPTHWISE_CONV_2D"))]
+    return convolutions, interpreter.get_input_details()[0]
 
 
 def input_rescaling(input_detail):
