@@ -44,3 +44,21 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     figure.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(title)
     save_figure(figure, path)
+
+
+def plot_audio_clip(waveform, log_mel, frame_probabilities, class_names, path, title, sample_rate, hop_samples,
+                    patch_hop_samples, top=5):
+    """The waveform, its log-mel spectrogram and the top classes over time, on one time axis."""
+    figure, (wave_ax, spectrogram_ax, classes_ax) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    wave_ax.plot(np.arange(len(waveform)) / sample_rate, waveform, lw=0.5)
+    wave_ax.set(ylabel="amplitude", title=title)
+    seconds = len(log_mel) * hop_samples / sample_rate
+    spectrogram_ax.imshow(log_mel.T, aspect="auto", origin="lower", extent=(0, seconds, 0, log_mel.shape[1]))
+    spectrogram_ax.set(ylabel="mel band")
+    ranked = np.argsort(-frame_probabilities.mean(0))[:top]
+    times = np.arange(len(frame_probabilities)) * patch_hop_samples / sample_rate
+    for i in ranked:
+        classes_ax.plot(times, frame_probabilities[:, i], marker="o", label=class_names[i])
+    classes_ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1))
+    classes_ax.legend(fontsize=8, loc="upper right")
+    save_figure(figure, path)

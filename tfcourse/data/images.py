@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcourse import UserError
+from tfcourse.data.folders import list_class_folder
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
@@ -64,22 +65,7 @@ def _decode_error(path):
 
 def scan_image_folder(root, skip_bad_files=True):
     """Lists `root/<class>/<image>`; checks every image decodes. See module doc for bad files."""
-    if not os.path.isdir(root):
-        raise UserError(f"Image folder {root!r} does not exist or is not a folder (expected one sub-folder per class).")
-    class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    if len(class_names) < 2:
-        raise UserError(
-            f"Image folder {root!r} has {len(class_names)} class folder(s) {class_names}; "
-            "a classifier needs at least two, one sub-folder per class."
-        )
-    files, labels = [], []
-    for label, name in enumerate(class_names):
-        folder = os.path.join(root, name)
-        names = sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
-        if not names:
-            raise UserError(f"Class folder {folder!r} is empty; every class needs images.")
-        files += [os.path.join(folder, f) for f in names]
-        labels += [label] * len(names)
+    files, labels, class_names = list_class_folder(root, "image")
     bad = _undecodable(files)
     skipped = [{"path": files[i], "reason": _decode_error(files[i])} for i in bad]
     if skipped and not skip_bad_files:

@@ -11,6 +11,10 @@ LESSONS = {
         "fundamentals",
         "Gradient descent, activations, losses, optimizers and batch norm from their equations, checked against Keras.",
     ),
+    "sound-yamnet": (
+        "sound_yamnet",
+        "Sound classification: a head on cached YAMNet embeddings vs a spectrogram CNN; waveform-in TFLite export.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

@@ -1,0 +1,44 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfcourse import UserError, config
+from tfcourse.lessons import sound_yamnet
+
+
+def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
+    report = sound_yamnet.run(config.load(sound_yamnet.Config, base=sound_yamnet.SMOKE), str(tmp_path))
+    assert json.load(open(tmp_path / "report.json"))["lesson"] == "sound-yamnet"
+    for name in ("training_curves.png", "confusion_matrix.png", "clip.png", "export/saved_model/saved_model.pb",
+                 "export/model_float32.tflite", "export/model_dynamic_range.tflite", "export/labels.txt"):
+        assert os.path.exists(tmp_path / name), name
+    assert report["backbone"]["pretrained"] is False and "randomly initialised" in report["note"]
+    assert report["data"]["split_sizes"] == {"train": 12, "validation": 6, "test": 6}  # 8 a class: 4, 2, 2
+    assert set(report["metrics"]) == {"yamnet_head", "spectrogram_cnn"}
+    assert report["export"]["float32"]["max_abs_diff"] <= 1e-4
+    assert report["export"]["float32"]["audio_seconds_per_cpu_second"] > 1
+    assert report["embedding_cache"]["speedup"] > 1  # a cached epoch is cheaper than recomputing
+
+
+def test_real_esc50_subset_with_imported_yamnet_beats_the_spectrogram_cnn(assets_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFCOURSE_ASSETS", assets_dir)
+    cfg = config.load(sound_yamnet.Config, "configs/sound-yamnet-assets.yaml",
+                      ["train.head_epochs=20", "train.baseline_epochs=10"])
+    clips, indices, split_by = sound_yamnet.load_clips(cfg.data, str(tmp_path))
+    assert "source recording" in split_by and "[1, 88, 2]" in split_by  # the subset's folds are too uneven
+    for a in ("train", "validation", "test"):
+        for b in ("train", "validation", "test"):
+            if a < b:
+                assert not set(clips.groups[indices[a]]) & set(clips.groups[indices[b]])
+    model, source, pretrained = sound_yamnet.load_yamnet(cfg.model)
+    assert pretrained and source.startswith("tflite:")
+    features = sound_yamnet.frame_features(model, clips, indices["test"][:3])
+    patches, embeddings = features[indices["test"][0]]
+    assert patches.shape == (10, 96, 64) and embeddings.shape == (10, 1024)  # 5 s clips
+
+
+def test_unknown_weights_are_refused():
+    with pytest.raises(UserError, match="model.weights"):
+        sound_yamnet.load_yamnet(sound_yamnet.ModelConfig(weights="yamnet.h5"))
