@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
@@ -50,7 +51,7 @@ def convert_tflite(saved_model_dir, variant, representative_images=None):
 
 
 class TFLiteModel:
-    """A TFLite model run with LiteRT on batches; quantized outputs are dequantized."""
+    """A TFLite model run with LiteRT (resized to each input's shape); quantized outputs are dequantized."""
 
     def __init__(self, path):
         self.interpreter = Interpreter(model_path=path)
@@ -60,10 +61,10 @@ class TFLiteModel:
 
     def __call__(self, images):
         images = np.asarray(images)
-        if self._batch != len(images):
-            self.interpreter.resize_tensor_input(self.input["index"], [len(images), *images.shape[1:]])
+        if self._batch != images.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
             self.interpreter.allocate_tensors()
-            self._batch = len(images)
+            self._batch = images.shape
         self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
         self.interpreter.invoke()
         output = self.interpreter.get_tensor(self.output["index"])
@@ -193,3 +194,52 @@ def _replace_dir(new_dir, final_dir):
         os.rename(final_dir, old_dir)
     os.rename(new_dir, final_dir)
     shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def export_waveform_classifier(model, input_spec, run_dir, waveforms, labels, class_names):
+    """Audio: SavedModel + TFLite float32 and dynamic-range with builtin ops only, checked, then kept.
+
+    `model` maps one input of `input_spec` (a waveform, or a batch of one) to class probabilities;
+    each test waveform is fed alone. float32 must match Keras within 1e-4; the dynamic-range
+    model's accuracy is measured, not required. Records audio seconds processed per CPU second.
+    """
+    as_input = (lambda w: w) if len(input_spec.shape) == 1 else (lambda w: w[None])
+    reference = np.stack([np.asarray(model(as_input(w))).reshape(-1) for w in waveforms])
+    final_dir = os.path.join(run_dir, "export")
+    tmp_dir = final_dir + ".tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", model.call, input_signature=[input_spec])
+    saved_model_dir = os.path.join(tmp_dir, "saved_model")
+    archive.write_out(saved_model_dir, verbose=False)
+    loaded = tf.saved_model.load(saved_model_dir)
+    results = {"saved_model": _waveform_metrics(
+        np.stack([loaded.serve(as_input(w)).numpy().reshape(-1) for w in waveforms]), reference, labels)}
+    _check(results["saved_model"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "saved_model", results, tmp_dir)
+    for variant in ("float32", "dynamic_range"):
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex delegate
+        if variant == "dynamic_range":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        path = os.path.join(tmp_dir, f"model_{variant}.tflite")
+        with open(path, "wb") as f:
+            f.write(converter.convert())
+        runner = TFLiteModel(path)
+        start = time.process_time()
+        probabilities = np.stack([runner(as_input(w)).reshape(-1) for w in waveforms])
+        cpu_seconds = time.process_time() - start
+        results[variant] = _waveform_metrics(probabilities, reference, labels)
+        results[variant].update(size_bytes=os.path.getsize(path),
+                                audio_seconds_per_cpu_second=sum(map(len, waveforms)) / 16000 / cpu_seconds)
+        if variant == "float32":
+            _check(results[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, results, tmp_dir)
+    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
+        f.write("\n".join(class_names) + "\n")
+    _replace_dir(tmp_dir, final_dir)
+    return results
+
+
+def _waveform_metrics(probabilities, reference, labels):
+    return {"accuracy": _accuracy(probabilities, labels), "max_abs_diff": float(np.abs(probabilities - reference).max())}

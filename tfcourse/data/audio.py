@@ -32,7 +32,7 @@ MAX_FILTER_ENTRIES = 2**22  # 16 MB of float32 filter table; standard rates need
 # ESC-50 names are {fold}-{clip_id}-{take}-{target}.wav: takes of one clip_id are cut from one recording.
 ESC50_NAME = re.compile(r"^\d+-(\d+)-[A-Za-z]+-\d+\.wav$", re.IGNORECASE)
 # Speech Commands names are {speaker}_nohash_{n}.wav: one speaker's utterances belong together.
-SPEECH_COMMANDS_NAME = re.compile(r"^([0-9a-f]+)_nohash_\d+\.wav$", re.IGNORECASE)
+SPEECH_COMMANDS_NAME = re.compile(r"^([^_/]+)_nohash_\d+\.wav$", re.IGNORECASE)
 
 
 @dataclasses.dataclass

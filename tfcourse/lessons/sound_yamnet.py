@@ -151,13 +151,6 @@ def frames_dataset(features, clips, indices, which, batch_size, training, seed):
 # ## The models: a head on embeddings, and a spectrogram CNN from scratch
 
 
-def embedding_head(num_classes, hidden_units, dropout):
-    embeddings = keras.Input((yamnet.EMBEDDING_SIZE,), name="embeddings")
-    x = keras.layers.Dense(hidden_units, activation="relu")(embeddings)
-    x = keras.layers.Dropout(dropout)(x)
-    return keras.Model(embeddings, keras.layers.Dense(num_classes, activation="softmax")(x), name="head")
-
-
 def spectrogram_cnn(num_classes):
     """The baseline: a small CNN on the same log-mel patches, from random weights."""
     patches = keras.Input((yamnet.PATCH_FRAMES, yamnet.MEL_BANDS), name="patches")
@@ -214,7 +207,7 @@ def run(config, run_dir):
     data = {which: {split: frames_dataset(features, clips, idx, which, batch, split == "train", seed)
                     for split, idx in indices.items()} for which in (0, 1)}  # 0: patches, 1: embeddings
 
-    head = embedding_head(n, config.model.hidden_units, config.model.dropout)
+    head = yamnet.embedding_head(n, config.model.hidden_units, config.model.dropout)
     with timings("train_head"):
         history, cached_epoch_seconds = fit(head, data[1]["train"], data[1]["validation"], config.train.head_epochs,
                                             config.train.head_learning_rate, config.train.early_stopping_patience)
@@ -240,7 +233,11 @@ def run(config, run_dir):
     results["spectrogram_cnn"] = {s: clip_report(baseline, features, clips, idx, 0) for s, idx in indices.items()}
 
     with timings("export"):
-        export_metrics = export_waveform_classifier(WaveformClassifier(model, head), run_dir, clips, indices["test"])
+        test_waveforms = [np.asarray(audio.load_clip(clips.files[i]), "float32") for i in indices["test"]]
+        export_metrics = export.export_waveform_classifier(
+            WaveformClassifier(model, head), tf.TensorSpec([None], tf.float32, name="waveform"), run_dir,
+            test_waveforms, clips.labels[indices["test"]], clips.class_names,
+        )
 
     report = {
         "lesson": "sound-yamnet",
@@ -266,64 +263,6 @@ def run(config, run_dir):
 def clip_report(frame_model, features, clips, indices, which):
     probabilities = clip_predictions(frame_model, features, indices, which)
     return metrics.classification_report(clips.labels[indices], probabilities.argmax(-1), clips.class_names)
-
-
-# ## Export: raw waveform in, class probabilities out
-
-
-def export_waveform_classifier(classifier, run_dir, clips, test_indices):
-    """SavedModel + TFLite float32 and dynamic-range, builtin ops only; each checked on the test clips."""
-    waveforms = [np.asarray(audio.load_clip(clips.files[i]), "float32") for i in test_indices]
-    labels = clips.labels[test_indices]
-    reference = np.stack([np.asarray(classifier(w)) for w in waveforms])
-    final_dir, tmp_dir = os.path.join(run_dir, "export"), os.path.join(run_dir, "export.tmp")
-    os.makedirs(tmp_dir, exist_ok=True)
-    archive = keras.export.ExportArchive()
-    archive.track(classifier)
-    archive.add_endpoint("serve", classifier.call, input_signature=[tf.TensorSpec([None], tf.float32, name="waveform")])
-    archive.write_out(os.path.join(tmp_dir, "saved_model"), verbose=False)
-    loaded = tf.saved_model.load(os.path.join(tmp_dir, "saved_model"))
-    results = {"saved_model": _check(np.stack([loaded.serve(w).numpy() for w in waveforms]), reference, labels, 1e-5)}
-    for variant, tolerance in (("float32", 1e-4), ("dynamic_range", None)):
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp_dir, "saved_model"))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex delegate
-        if variant == "dynamic_range":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        path = os.path.join(tmp_dir, f"model_{variant}.tflite")
-        with open(path, "wb") as f:
-            f.write(converter.convert())
-        runner = WaveformTFLite(path)
-        start = time.process_time()
-        probabilities = np.stack([runner(w) for w in waveforms])
-        cpu_seconds = time.process_time() - start
-        results[variant] = _check(probabilities, reference, labels, tolerance)
-        results[variant].update(size_bytes=os.path.getsize(path),
-                                audio_seconds_per_cpu_second=sum(map(len, waveforms)) / yamnet.SAMPLE_RATE / cpu_seconds)
-    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
-        f.write("\n".join(clips.class_names) + "\n")
-    export._replace_dir(tmp_dir, final_dir)
-    return results
-
-
-def _check(probabilities, reference, labels, tolerance):
-    result = {"accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
-              "max_abs_diff": float(np.abs(probabilities - reference).max())}
-    if tolerance is not None and result["max_abs_diff"] > tolerance:
-        raise export.ExportCheckFailed(f"An export differs from the Keras model by {result['max_abs_diff']}; nothing was replaced.")
-    return result
-
-
-class WaveformTFLite(export.TFLiteModel):
-    """The exported TFLite model on one waveform of any length."""
-
-    def __call__(self, waveform):
-        if self._batch != len(waveform):
-            self.interpreter.resize_tensor_input(self.input["index"], [len(waveform)])
-            self.interpreter.allocate_tensors()
-            self._batch = len(waveform)
-        self.interpreter.set_tensor(self.input["index"], waveform)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
 
 
 # ## Plots

@@ -116,6 +116,14 @@ class YAMNet(keras.Model):
         self.built = True
 
 
+def embedding_head(num_classes, hidden_units=256, dropout=0.3):
+    """A classifier on YAMNet embeddings [batch, 1024] -> class probabilities."""
+    embeddings = keras.Input((EMBEDDING_SIZE,), name="embeddings")
+    x = keras.layers.Dense(hidden_units, activation="relu")(embeddings)
+    x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(embeddings, keras.layers.Dense(num_classes, activation="softmax")(x), name="head")
+
+
 def _conv_layers(network):
     return [l for l in network.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
 
