@@ -62,3 +62,21 @@ def plot_audio_clip(waveform, log_mel, frame_probabilities, class_names, path, t
     classes_ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1))
     classes_ax.legend(fontsize=8, loc="upper right")
     save_figure(figure, path)
+
+
+def plot_stream(waveform, log_mel, detections, truth, path, sample_rate, hop_samples):
+    """A long recording: waveform with the spoken words, spectrogram, and the detections on one time axis."""
+    seconds = len(waveform) / sample_rate
+    figure, (wave_ax, spectrogram_ax) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
+    wave_ax.plot(np.arange(len(waveform)) / sample_rate, waveform, lw=0.4, color="gray")
+    for start, end, word in truth:
+        wave_ax.axvspan(start, end, color="tab:green", alpha=0.2)
+        wave_ax.text((start + end) / 2, 0.9, word, ha="center", transform=wave_ax.get_xaxis_transform(), color="tab:green")
+    for d in detections:
+        wave_ax.axvline(d["time"], color="tab:red", lw=1)
+        wave_ax.text(d["time"], 0.05, f"{d['word']} {d['confidence']:.2f}", rotation=90, va="bottom",
+                     transform=wave_ax.get_xaxis_transform(), color="tab:red", fontsize=8)
+    wave_ax.set(ylabel="amplitude", title="spoken (green) and detected (red)")
+    spectrogram_ax.imshow(log_mel.T, aspect="auto", origin="lower", extent=(0, len(log_mel) * hop_samples / sample_rate, 0, log_mel.shape[1]))
+    spectrogram_ax.set(xlabel="time (s)", ylabel="mel band", xlim=(0, seconds))
+    save_figure(figure, path)

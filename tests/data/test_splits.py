@@ -100,3 +100,15 @@ def test_fold_split_refuses_overlapping_unknown_or_exhausting_folds():
         splits.fold_split(folds, 1, 5)
     with pytest.raises(UserError, match="none is left for training"):
         splits.fold_split(folds, [3, 4], 5)
+
+
+def test_group_split_keeps_speakers_whole_across_classes():
+    speakers = np.repeat([f"s{i}" for i in range(8)], 10)  # every speaker says all 10 words
+    split = splits.group_split(speakers, 0.25, 0.25, seed=3)
+    assert {k: len(set(speakers[v])) for k, v in split.items()} == {"test": 2, "validation": 2, "train": 4}
+    assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(80))
+    assert not set(speakers[split["train"]]) & set(speakers[split["test"]])
+    again = splits.group_split(speakers, 0.25, 0.25, seed=3)
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+    with pytest.raises(UserError, match="too few"):
+        splits.group_split(np.array(["a", "a", "b"]), 0.25, 0.25, seed=0)

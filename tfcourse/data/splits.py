@@ -85,3 +85,19 @@ def fold_split(folds, validation_folds, test_folds):
 
 def _fold_set(value):
     return {int(fold) for fold in np.atleast_1d(value)}
+
+
+def group_split(groups, validation_fraction, test_fraction, seed):
+    """Whole groups to train/validation/test, for groups that span every class (speakers who say every word).
+
+    The distinct groups are shuffled by the seed; the first round(n * test_fraction) (at least one) go to
+    test, the next round(n * validation_fraction) (at least one) to validation, the rest to train.
+    """
+    unique = np.random.default_rng(seed).permutation(np.unique(np.asarray(groups)))
+    num_test = max(1, int(round(len(unique) * test_fraction)))
+    num_validation = max(1, int(round(len(unique) * validation_fraction)))
+    if len(unique) - num_test - num_validation < 1:
+        raise UserError(f"{len(unique)} group(s) (speakers or recordings) are too few for train, validation and test.")
+    chosen = {"test": unique[:num_test], "validation": unique[num_test : num_test + num_validation],
+              "train": unique[num_test + num_validation :]}
+    return {name: np.flatnonzero(np.isin(groups, members)) for name, members in chosen.items()}

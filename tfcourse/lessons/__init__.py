@@ -11,6 +11,10 @@ LESSONS = {
         "fundamentals",
         "Gradient descent, activations, losses, optimizers and batch norm from their equations, checked against Keras.",
     ),
+    "keywords": (
+        "keywords",
+        "Keyword spotting: spectrogram CNN vs YAMNet-embedding head on 1 s clips, then timestamped detections in a stream.",
+    ),
     "sound-yamnet": (
         "sound_yamnet",
         "Sound classification: a head on cached YAMNet embeddings vs a spectrogram CNN; waveform-in TFLite export.",
