@@ -57,3 +57,12 @@ class Timings(dict):
         start = time.perf_counter()
         yield
         self[name] = round(time.perf_counter() - start, 2)
+
+
+def export_table(export_metrics):
+    """Markdown rows of per-format export metrics (accuracy, difference from Keras, audio speed where measured)."""
+    lines = ["| export | test acc | max abs diff vs Keras | audio s per CPU s |", "|---|---|---|---|"]
+    for name, r in export_metrics.items():
+        speed = r.get("audio_seconds_per_cpu_second")
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['max_abs_diff']:.1e} | {'' if speed is None else f'{speed:.0f}'} |")
+    return lines

@@ -1,7 +1,6 @@
 import json
 import os
 
-import numpy as np
 import pytest
 
 from tfcourse import UserError, config
@@ -9,14 +8,15 @@ from tfcourse.lessons import sound_yamnet
 
 
 def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
-    report = sound_yamnet.run(config.load(sound_yamnet.Config, base=sound_yamnet.SMOKE), str(tmp_path))
+    smoke = config.load(sound_yamnet.Config, base=sound_yamnet.SMOKE, overrides=["train.fine_tune_epochs=1"])
+    report = sound_yamnet.run(smoke, str(tmp_path))
     assert json.load(open(tmp_path / "report.json"))["lesson"] == "sound-yamnet"
     for name in ("training_curves.png", "confusion_matrix.png", "clip.png", "export/saved_model/saved_model.pb",
                  "export/model_float32.tflite", "export/model_dynamic_range.tflite", "export/labels.txt"):
         assert os.path.exists(tmp_path / name), name
     assert report["backbone"]["pretrained"] is False and "randomly initialised" in report["note"]
     assert report["data"]["split_sizes"] == {"train": 12, "validation": 6, "test": 6}  # 8 a class: 4, 2, 2
-    assert set(report["metrics"]) == {"yamnet_head", "spectrogram_cnn"}
+    assert set(report["metrics"]) == {"yamnet_head", "fine_tuned", "spectrogram_cnn"}
     assert report["export"]["float32"]["max_abs_diff"] <= 1e-4
     assert report["export"]["float32"]["audio_seconds_per_cpu_second"] > 1
     assert report["embedding_cache"]["speedup"] > 1  # a cached epoch is cheaper than recomputing

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcourse import UserError, export, metrics, runs, viz
+from tfcourse import UserError, export, metrics, runs, train, viz
 from tfcourse.data import audio, speech, splits
 from tfcourse.lessons.sound_yamnet import ModelConfig, load_yamnet
 from tfcourse.models import yamnet
@@ -136,12 +136,6 @@ def yamnet_embeddings(model, clips):
     return clips.map(embed).cache()
 
 
-def fit(model, train, validation, epochs, learning_rate, patience):
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    return model.fit(train, validation_data=validation, epochs=epochs, callbacks=[stop], verbose=2, shuffle=False).history
-
-
 def evaluate(model, batched, class_names):
     probabilities, labels = zip(*[(model.predict_on_batch(x), y.numpy()) for x, y in batched])
     return metrics.classification_report(np.concatenate(labels), np.concatenate(probabilities).argmax(-1), class_names)
@@ -193,16 +187,16 @@ def run(config, run_dir):
 
     cnn = keyword_cnn(len(class_names))
     with timings("train_cnn"):
-        histories = {"spectrogram CNN": (1, fit(cnn, batched["train"], batched["validation"], config.train.cnn_epochs,
-                                                config.train.cnn_learning_rate, config.train.early_stopping_patience))}
+        histories = {"spectrogram CNN": (1, train.fit_with_early_stopping(cnn, batched["train"], batched["validation"], config.train.cnn_epochs,
+                                                config.train.cnn_learning_rate, config.train.early_stopping_patience)[0])}
     results = {"spectrogram_cnn": {s: evaluate(cnn, ds, class_names) for s, ds in batched.items()}}
 
     model, weights_source, pretrained = load_yamnet(config.model)
     head = yamnet.embedding_head(len(class_names), config.model.hidden_units, config.model.dropout)
     with timings("train_yamnet_head"):
         embedded = {s: yamnet_embeddings(model, ds).batch(batch) for s, ds in clips.items()}
-        histories["YAMNet head"] = (1, fit(head, embedded["train"], embedded["validation"], config.train.head_epochs,
-                                           config.train.head_learning_rate, config.train.early_stopping_patience))
+        histories["YAMNet head"] = (1, train.fit_with_early_stopping(head, embedded["train"], embedded["validation"], config.train.head_epochs,
+                                           config.train.head_learning_rate, config.train.early_stopping_patience)[0])
     results["yamnet_head"] = {s: evaluate(head, ds, class_names) for s, ds in embedded.items()}
 
     with timings("stream"):
@@ -259,7 +253,5 @@ def summary_markdown(report):
         lines += ["", f"Stream ({stream['seconds']:.1f} s, voice {stream['voice']}): precision {stream['precision']:.2f}, "
                   f"recall {stream['recall']:.2f}.", "", "| time (s) | detected | confidence |", "|---|---|---|"]
         lines += [f"| {d['time']:.2f} | {d['word']} | {d['confidence']:.2f} |" for d in stream["detections"]]
-    lines += ["", "| export | test acc | max abs diff vs Keras | audio s per CPU s |", "|---|---|---|---|"]
-    for name, r in report["export"].items():
-        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['max_abs_diff']:.1e} | {r.get('audio_seconds_per_cpu_second', float('nan')):.0f} |")
+    lines += [""] + runs.export_table(report["export"])
     return "\n".join(lines + [""])

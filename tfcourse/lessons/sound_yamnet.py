@@ -14,13 +14,12 @@ the YAMNet TFLite file in the assets.
 
 import dataclasses
 import os
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcourse import UserError, export, metrics, runs, viz
+from tfcourse import UserError, export, metrics, runs, train, viz
 from tfcourse.data import audio, splits
 from tfcourse.hub import load_module
 from tfcourse.models import yamnet
@@ -177,15 +176,6 @@ class WaveformClassifier(keras.Model):
         return tf.reduce_mean(self.head(embeddings), axis=0)
 
 
-def fit(model, train_ds, validation_ds, epochs, learning_rate, patience):
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=[stop], verbose=2, shuffle=False)
-    seconds_per_epoch = (time.perf_counter() - start) / len(history.history["loss"])
-    return history.history, seconds_per_epoch
-
-
 def clip_predictions(frame_model, features, indices, which):
     """Each clip's class probabilities: the mean of its frames'."""
     return np.stack([np.asarray(frame_model(features[i][which])).mean(0) for i in indices])
@@ -209,7 +199,7 @@ def run(config, run_dir):
 
     head = yamnet.embedding_head(n, config.model.hidden_units, config.model.dropout)
     with timings("train_head"):
-        history, cached_epoch_seconds = fit(head, data[1]["train"], data[1]["validation"], config.train.head_epochs,
+        history, cached_epoch_seconds = train.fit_with_early_stopping(head, data[1]["train"], data[1]["validation"], config.train.head_epochs,
                                             config.train.head_learning_rate, config.train.early_stopping_patience)
     with timings("epoch_recomputing_embeddings"):  # what each epoch would cost without the cache
         frame_features(model, clips, indices["train"])
@@ -218,9 +208,11 @@ def run(config, run_dir):
     histories = {"yamnet head": (1, history)}
 
     if config.train.fine_tune_epochs:  # YAMNet's network and the head, end to end, on the cached patches
+        for layer in model.network.layers:  # imported batch norm is identity-plus-bias: inference mode only
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
         end_to_end = keras.Model(model.network.inputs, head(model.network.outputs[1]))
         with timings("fine_tune"):
-            histories["fine-tuned"] = (len(history["loss"]) + 1, fit(
+            histories["fine-tuned"] = (len(history["loss"]) + 1, train.fit_with_early_stopping(
                 end_to_end, data[0]["train"], data[0]["validation"], config.train.fine_tune_epochs,
                 config.train.fine_tune_learning_rate, config.train.early_stopping_patience)[0])
         features = frame_features(model, clips, np.concatenate(list(indices.values())))  # new embeddings
@@ -228,7 +220,7 @@ def run(config, run_dir):
 
     baseline = spectrogram_cnn(n)
     with timings("train_baseline"):
-        histories["spectrogram CNN"] = (1, fit(baseline, data[0]["train"], data[0]["validation"], config.train.baseline_epochs,
+        histories["spectrogram CNN"] = (1, train.fit_with_early_stopping(baseline, data[0]["train"], data[0]["validation"], config.train.baseline_epochs,
                                                config.train.baseline_learning_rate, config.train.early_stopping_patience)[0])
     results["spectrogram_cnn"] = {s: clip_report(baseline, features, clips, idx, 0) for s, idx in indices.items()}
 
@@ -293,8 +285,6 @@ def summary_markdown(report):
         lines.append(f"| {name} | {r['train']['accuracy']:.3f} | {r['validation']['accuracy']:.3f} | {r['test']['accuracy']:.3f} |")
     cache = report["embedding_cache"]
     lines += ["", f"Embedding cache: an epoch takes {cache['cached_epoch_seconds']:.2f} s cached vs "
-              f"{cache['recomputing_epoch_seconds']:.2f} s recomputing ({cache['speedup']:.0f}x).", "",
-              "| export | test clip acc | max abs diff vs Keras | audio s per CPU s |", "|---|---|---|---|"]
-    for name, r in report["export"].items():
-        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['max_abs_diff']:.1e} | {r.get('audio_seconds_per_cpu_second', float('nan')):.0f} |")
+              f"{cache['recomputing_epoch_seconds']:.2f} s recomputing ({cache['speedup']:.0f}x).", ""]
+    lines += runs.export_table(report["export"])
     return "\n".join(lines + [""])
