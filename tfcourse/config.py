@@ -197,3 +197,11 @@ class ExportConfig:
     def validate(self):
         if self.representative_images < 1:
             raise UserError("export.representative_images must be at least 1.")
+
+
+@dataclasses.dataclass
+class AudioModelConfig:
+    weights: str = "hub"  # YAMNet's weights: hub | random | path to a YAMNet .tflite file
+    hub_handle: str = ""  # "" is TF Hub's YAMNet; or a local SavedModel folder
+    hidden_units: int = 256  # of the head on YAMNet embeddings
+    dropout: float = 0.3

@@ -5,6 +5,7 @@ import pytest
 
 from tfcourse import UserError, config
 from tfcourse.lessons import sound_yamnet
+from tfcourse.models import yamnet
 
 
 def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
@@ -32,7 +33,7 @@ def test_real_esc50_subset_with_imported_yamnet_beats_the_spectrogram_cnn(assets
         for b in ("train", "validation", "test"):
             if a < b:
                 assert not set(clips.groups[indices[a]]) & set(clips.groups[indices[b]])
-    model, source, pretrained = sound_yamnet.load_yamnet(cfg.model)
+    model, source, pretrained = yamnet.load_pretrained(cfg.model.weights, cfg.model.hub_handle)
     assert pretrained and source.startswith("tflite:")
     features = sound_yamnet.frame_features(model, clips, indices["test"][:3])
     patches, embeddings = features[indices["test"][0]]
@@ -41,4 +42,4 @@ def test_real_esc50_subset_with_imported_yamnet_beats_the_spectrogram_cnn(assets
 
 def test_unknown_weights_are_refused():
     with pytest.raises(UserError, match="model.weights"):
-        sound_yamnet.load_yamnet(sound_yamnet.ModelConfig(weights="yamnet.h5"))
+        yamnet.load_pretrained("yamnet.h5")

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcourse import UserError, export, metrics, runs, train, viz
+from tfcourse.config import AudioModelConfig
 from tfcourse.data import audio, speech, splits
-from tfcourse.lessons.sound_yamnet import ModelConfig, load_yamnet
 from tfcourse.models import yamnet
 
 CLIP_SAMPLES = speech.CLIP_SAMPLES
@@ -60,7 +60,7 @@ class StreamConfig:
 @dataclasses.dataclass
 class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: AudioModelConfig = dataclasses.field(default_factory=AudioModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
 
@@ -191,7 +191,7 @@ def run(config, run_dir):
                                                 config.train.cnn_learning_rate, config.train.early_stopping_patience)[0])}
     results = {"spectrogram_cnn": {s: evaluate(cnn, ds, class_names) for s, ds in batched.items()}}
 
-    model, weights_source, pretrained = load_yamnet(config.model)
+    model, weights_source, pretrained = yamnet.load_pretrained(config.model.weights, config.model.hub_handle)
     head = yamnet.embedding_head(len(class_names), config.model.hidden_units, config.model.dropout)
     with timings("train_yamnet_head"):
         embedded = {s: yamnet_embeddings(model, ds).batch(batch) for s, ds in clips.items()}

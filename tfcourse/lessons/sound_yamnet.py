@@ -19,14 +19,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcourse import UserError, export, metrics, runs, train, viz
+from tfcourse import export, metrics, runs, train, viz
+from tfcourse.config import AudioModelConfig
 from tfcourse.data import audio, splits
-from tfcourse.hub import load_module
 from tfcourse.models import yamnet
-from tfcourse.models.tflite_import import open_interpreter
 
 ESC50_ARCHIVE = "https://github.com/karoldvl/ESC-50/archive/master.zip"
-YAMNET_HANDLE = "https://tfhub.dev/google/yamnet/1"
 
 
 @dataclasses.dataclass
@@ -37,14 +35,6 @@ class DataConfig:
     test_fraction: float = 0.2
     seed: int = 42
     skip_bad_files: bool = True
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    weights: str = "hub"  # hub | random | path to a YAMNet .tflite file
-    hub_handle: str = ""  # "" is TF Hub's YAMNet; or a local SavedModel folder
-    hidden_units: int = 256
-    dropout: float = 0.3
 
 
 @dataclasses.dataclass
@@ -62,7 +52,7 @@ class TrainConfig:
 @dataclasses.dataclass
 class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: AudioModelConfig = dataclasses.field(default_factory=AudioModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
@@ -102,27 +92,6 @@ def load_clips(data, work_dir):
         why = "the metadata has no folds"
     indices = splits.grouped_stratified_split(clips.labels, clips.groups, data.validation_fraction, data.test_fraction, data.seed)
     return clips, indices, f"source recording, stratified ({why})"
-
-
-# ## YAMNet, the pretrained module
-
-
-def load_yamnet(model_config):
-    """YAMNet in Keras with weights from TF Hub, a TFLite file, or none (said so in the report)."""
-    model = yamnet.YAMNet()
-    model.build()
-    if model_config.weights == "hub":
-        handle = model_config.hub_handle or YAMNET_HANDLE
-        yamnet.load_hub_weights(model.network, load_module(handle))
-        return model, f"hub:{handle}", True
-    if model_config.weights.endswith(".tflite"):
-        if not os.path.isfile(model_config.weights):
-            raise UserError(f"model.weights: the YAMNet TFLite file {model_config.weights!r} does not exist.")
-        yamnet.load_tflite_weights(model.network, open_interpreter(model_config.weights))
-        return model, f"tflite:{model_config.weights}", True
-    if model_config.weights == "random":
-        return model, "random", False
-    raise UserError(f"model.weights {model_config.weights!r}: use 'hub', 'random' or a path to a YAMNet .tflite file.")
 
 
 def frame_features(model, clips, indices):
@@ -190,7 +159,7 @@ def run(config, run_dir):
     n = len(clips.class_names)
     print(f"{len(clips.files)} clips, {n} classes, split sizes { {k: len(v) for k, v in indices.items()} }, "
           f"{len(clips.skipped)} skipped")
-    model, weights_source, pretrained = load_yamnet(config.model)
+    model, weights_source, pretrained = yamnet.load_pretrained(config.model.weights, config.model.hub_handle)
     with timings("embedding_cache"):
         features = frame_features(model, clips, np.concatenate(list(indices.values())))
     batch, seed = config.train.batch_size, config.data.seed

@@ -13,6 +13,8 @@ Weights: `load_tflite_weights` (a YAMNet TFLite file, dequantized) or `load_hub_
 Hub SavedModel, a handle or a local folder).
 """
 
+import os
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -122,6 +124,30 @@ def embedding_head(num_classes, hidden_units=256, dropout=0.3):
     x = keras.layers.Dense(hidden_units, activation="relu")(embeddings)
     x = keras.layers.Dropout(dropout)(x)
     return keras.Model(embeddings, keras.layers.Dense(num_classes, activation="softmax")(x), name="head")
+
+
+HUB_HANDLE = "https://tfhub.dev/google/yamnet/1"
+
+
+def load_pretrained(weights, hub_handle=""):
+    """-> (YAMNet, where its weights came from, whether pretrained): `weights` is hub | random | a .tflite path."""
+    from tfcourse.hub import load_module
+    from tfcourse.models.tflite_import import open_interpreter
+
+    model = YAMNet()
+    model.build()
+    if weights == "hub":
+        handle = hub_handle or HUB_HANDLE
+        load_hub_weights(model.network, load_module(handle))
+        return model, f"hub:{handle}", True
+    if weights.endswith(".tflite"):
+        if not os.path.isfile(weights):
+            raise UserError(f"model.weights: the YAMNet TFLite file {weights!r} does not exist.")
+        load_tflite_weights(model.network, open_interpreter(weights))
+        return model, f"tflite:{weights}", True
+    if weights == "random":
+        return model, "random", False
+    raise UserError(f"model.weights {weights!r}: use 'hub', 'random' or a path to a YAMNet .tflite file.")
 
 
 def _conv_layers(network):
