@@ -21,6 +21,7 @@ def test_list_names_every_lesson(capsys):
         (["run", "crop-disease", "--set", "data.batch_size=big"], ["data.batch_size", "expected int"]),
         (["run", "crop-disease", "--config", "missing.yaml"], ["missing.yaml", "does not exist"]),
         (["run", "crop-disease", "--set", "data.source=/no/such/folder"], ["/no/such/folder", "not a folder"]),
+        (["run", "fundamentals", "--set", "regression_steps=0"], ["regression_steps", "must be positive"]),
         (["evaluate", "/no/run", "--data", "/no/data"], ["/no/run", "no exported"]),
         (["evaluate", "/no/run", "--data", "x", "--format", "onnx"], ["'onnx'", "tflite-int8"]),
     ],

@@ -35,7 +35,11 @@ class ExportCheckFailed(RuntimeError):
 
 
 def convert_tflite(saved_model_dir, variant, representative_images=None):
-    """Converts a SavedModel to TFLite: float32, dynamic-range or full-integer int8 (uint8 in/out)."""
+    """Converts a SavedModel to TFLite: float32, dynamic-range or full-integer int8 (uint8 in/out).
+
+    The converter's default op set is TFLite's builtins, so a model that would need the Flex
+    delegate fails here instead of converting.
+    """
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     if variant == "dynamic_range":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -57,14 +61,14 @@ class TFLiteModel:
         self.interpreter = Interpreter(model_path=path)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self._batch = None
+        self._input_shape = None
 
     def __call__(self, images):
         images = np.asarray(images)
-        if self._batch != images.shape:
+        if self._input_shape != images.shape:
             self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
             self.interpreter.allocate_tensors()
-            self._batch = images.shape
+            self._input_shape = images.shape
         self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
         self.interpreter.invoke()
         output = self.interpreter.get_tensor(self.output["index"])
@@ -122,10 +126,7 @@ def _accuracy(probabilities, labels):
 def export_classifier(model, run_dir, class_names, representative_images, test_images, test_labels,
                       max_quantized_accuracy_drop):
     """Writes and checks SavedModel + TFLite variants; returns their metrics. See module doc."""
-    final_dir = os.path.join(run_dir, "export")
-    tmp_dir = final_dir + ".tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    os.makedirs(tmp_dir)
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
     image_size = int(model.input.shape[1])
     keras_probabilities = predict_batches(lambda x: model.predict(x, verbose=0), test_images)
     keras_accuracy = _accuracy(keras_probabilities, test_labels)
@@ -153,11 +154,9 @@ def export_classifier(model, run_dir, class_names, representative_images, test_i
             drop = keras_accuracy - metrics[variant]["accuracy"]
             _check(drop <= max_quantized_accuracy_drop, variant, metrics, tmp_dir)
 
-    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
-        f.write("\n".join(class_names) + "\n")
     with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    _replace_dir(tmp_dir, final_dir)
+    _keep(tmp_dir, final_dir, class_names)
     return metrics
 
 
@@ -186,6 +185,22 @@ def _check(passed, variant, metrics, tmp_dir):
         )
 
 
+def _fresh_export_dir(run_dir):
+    """-> (an empty `<run>/export.tmp` to write into, `<run>/export` where it goes once checked)."""
+    final_dir = os.path.join(run_dir, "export")
+    tmp_dir = final_dir + ".tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    return tmp_dir, final_dir
+
+
+def _keep(tmp_dir, final_dir, class_names):
+    """Writes labels.txt beside the checked models and moves them into place."""
+    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
+        f.write("\n".join(class_names) + "\n")
+    _replace_dir(tmp_dir, final_dir)
+
+
 def _replace_dir(new_dir, final_dir):
     """Moves `new_dir` to `final_dir`; an existing `final_dir` is kept aside until the move is done."""
     old_dir = final_dir + ".old"
@@ -205,10 +220,7 @@ def export_waveform_classifier(model, input_spec, run_dir, waveforms, labels, cl
     """
     as_input = (lambda w: w) if len(input_spec.shape) == 1 else (lambda w: w[None])
     reference = np.stack([np.asarray(model(as_input(w))).reshape(-1) for w in waveforms])
-    final_dir = os.path.join(run_dir, "export")
-    tmp_dir = final_dir + ".tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    os.makedirs(tmp_dir)
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", model.call, input_signature=[input_spec])
@@ -219,13 +231,9 @@ def export_waveform_classifier(model, input_spec, run_dir, waveforms, labels, cl
         np.stack([loaded.serve(as_input(w)).numpy().reshape(-1) for w in waveforms]), reference, labels)}
     _check(results["saved_model"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "saved_model", results, tmp_dir)
     for variant in ("float32", "dynamic_range"):
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex delegate
-        if variant == "dynamic_range":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         path = os.path.join(tmp_dir, f"model_{variant}.tflite")
         with open(path, "wb") as f:
-            f.write(converter.convert())
+            f.write(convert_tflite(saved_model_dir, variant))  # builtin ops only: no Flex delegate
         runner = TFLiteModel(path)
         start = time.process_time()
         probabilities = np.stack([runner(as_input(w)).reshape(-1) for w in waveforms])
@@ -235,9 +243,7 @@ def export_waveform_classifier(model, input_spec, run_dir, waveforms, labels, cl
                                 audio_seconds_per_cpu_second=sum(map(len, waveforms)) / 16000 / cpu_seconds)
         if variant == "float32":
             _check(results[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, results, tmp_dir)
-    with open(os.path.join(tmp_dir, "labels.txt"), "w") as f:
-        f.write("\n".join(class_names) + "\n")
-    _replace_dir(tmp_dir, final_dir)
+    _keep(tmp_dir, final_dir, class_names)
     return results
 
 

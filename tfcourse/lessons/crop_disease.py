@@ -130,10 +130,11 @@ def run(config, run_dir):
             )
             for split, pairs in splits.items()
         }
-        eval_datasets = {
-            split: images.image_dataset(pairs, data.batch_size, training=False, seed=data.seed)
-            for split, pairs in splits.items()
-        }
+        # Evaluation reads validation and test from the same cached pipelines; train again, unaugmented.
+        eval_datasets = {**pipelines, "train": images.image_dataset(
+            splits["train"], data.batch_size, training=False, seed=data.seed,
+            cache_file=images.cache_file(sizes["train"], data.image_size, checkpoints, "train_evaluation"),
+        )}
     print(f"Data: {data_summary['source']}, {len(class_names)} classes, split sizes {sizes}, "
           f"{len(data_summary['skipped'])} file(s) skipped.")
 

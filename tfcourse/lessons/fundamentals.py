@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcourse import runs
+from tfcourse import UserError, runs
 from tfcourse.from_scratch import losses, optimizers
 from tfcourse.from_scratch.batch_norm import BatchNorm
 from tfcourse.viz import plt, save_figure
@@ -38,7 +38,7 @@ class Config:
     def validate(self):
         for name, value in dataclasses.asdict(self).items():
             if name != "seed" and value <= 0:
-                raise ValueError(f"{name} = {value} must be positive.")
+                raise UserError(f"{name} = {value} must be positive.")
 
 
 SMOKE = {"regression_steps": 50, "deep_mlp_depth": 8, "optimizer_steps": 20, "classifier_epochs": 30}
@@ -317,7 +317,6 @@ def softmax_vs_svm(config, run_dir):
 
 
 def run(config, run_dir):
-    os.makedirs(run_dir, exist_ok=True)
     runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
     timings = runs.Timings()
     report = {"lesson": "fundamentals", "config": dataclasses.asdict(config)}

@@ -137,8 +137,8 @@ def yamnet_embeddings(model, clips):
 
 
 def evaluate(model, batched, class_names):
-    probabilities, labels = zip(*[(model.predict_on_batch(x), y.numpy()) for x, y in batched])
-    return metrics.classification_report(np.concatenate(labels), np.concatenate(probabilities).argmax(-1), class_names)
+    probabilities, labels = train.predict_dataset(model, batched)
+    return metrics.classification_report(labels, probabilities.argmax(-1), class_names)
 
 
 # ## Streaming: slide the CNN over a long recording
@@ -202,8 +202,8 @@ def run(config, run_dir):
     with timings("stream"):
         stream = stream_demo(config, cnn, class_names, data_summary, run_dir)
     with timings("export"):
-        test_waveforms = [w for w, _ in clips["test"].as_numpy_iterator()]
-        test_labels = np.array([y for _, y in clips["test"].as_numpy_iterator()])
+        test_waveforms, test_labels = zip(*clips["test"].as_numpy_iterator())
+        test_labels = np.array(test_labels)
         export_metrics = export.export_waveform_classifier(
             cnn, tf.TensorSpec([None, CLIP_SAMPLES], tf.float32, name="waveform"), run_dir, test_waveforms, test_labels, class_names)
 
