@@ -1,4 +1,5 @@
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,3 +44,35 @@ def save_feature_vector_module(path, features=8, seed=1):
 @pytest.fixture
 def hub_module_dir(tmp_path):
     return save_feature_vector_module(tmp_path / "feature_vector")
+
+
+def save_yamnet_hub_stand_in(path, model):
+    """A stand-in for the TF Hub YAMNet module (google/yamnet/1), computed by `model` (a built YAMNet).
+
+    Same interface as the real one: a plain `tf.Module` (it lists no `variables`) whose
+    `__call__(waveform)` takes a 1-D float32 waveform and returns (scores, embeddings, log-mel
+    spectrogram); its variables carry the published names, such as `layer2/depthwise_conv/bn/beta`
+    and `dense/kernel`.
+    """
+    def published_name(path):  # layer2_depthwise_conv_bn/beta -> layer2/depthwise_conv/bn/beta; logits -> dense
+        layer, weight = path.split("/")
+        layer = "dense" if layer == "logits" else re.sub(r"^(layer\d+)_", r"\1/", layer).replace("conv_bn", "conv/bn")
+        return f"{layer}/{weight}"
+
+    module = tf.Module()
+    published = {
+        w.path: tf.Variable(w.numpy(), name=published_name(w.path), trainable=w.trainable)
+        for w in model.network.weights
+    }
+    module.published = list(published.values())
+    trainable = [published[w.path] for w in model.network.trainable_weights]
+    non_trainable = [published[w.path] for w in model.network.non_trainable_weights]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def call(waveform):
+        outputs, _ = model.stateless_call(trainable, non_trainable, waveform)
+        return outputs
+
+    module.__call__ = call
+    tf.saved_model.save(module, str(path))
+    return str(path)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import save_feature_vector_module
+from tests.conftest import save_feature_vector_module, save_yamnet_hub_stand_in
 from tfcourse import UserError, hub
+from tfcourse.models import yamnet
 
 
 def _classifier(handle, trainable):
@@ -98,3 +99,56 @@ def test_local_path_must_be_a_saved_model(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(UserError, match="saved_model.pb"):
         hub.resolve_handle(str(tmp_path / "empty"))
+
+
+@pytest.fixture(scope="module")
+def yamnet_hub(tmp_path_factory):
+    model = yamnet.YAMNet()
+    model.build()
+    return model, save_yamnet_hub_stand_in(tmp_path_factory.mktemp("yamnet") / "hub", model)
+
+
+def _waveforms(batch, samples=yamnet.PATCH_SAMPLES + yamnet.PATCH_HOP_SAMPLES):
+    return np.random.default_rng(3).normal(0, 0.1, (batch, samples)).astype("float32")
+
+
+def test_yamnet_module_is_a_backbone_over_a_batch_of_waveforms(yamnet_hub, tmp_path):
+    model, handle = yamnet_hub
+    waveforms = _waveforms(3)
+    inputs = keras.Input(waveforms.shape[1:])
+    layer = hub.HubModule(handle, output_key=1, trainable=False, name="yamnet")
+    embeddings = layer(inputs)
+    assert tuple(embeddings.shape) == (None, 2, yamnet.EMBEDDING_SIZE)  # 2 patches per waveform
+    assert len(layer.module_variables) == len(model.network.weights)
+    assert sum(v.trainable for v in layer.module_variables) == 0
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(embeddings))
+    classifier = keras.Model(inputs, outputs)
+
+    for row, waveform in enumerate(waveforms):  # the same embeddings as the Keras YAMNet, per waveform
+        np.testing.assert_allclose(layer(waveforms)[row], model(waveform)[1], atol=1e-5)
+    classifier.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    before = [v.numpy().copy() for v in layer.module_variables]
+    classifier.fit(waveforms, np.array([0, 1, 0]), epochs=2, verbose=0)
+    for variable, value in zip(layer.module_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+    expected = classifier.predict(waveforms, verbose=0)
+    classifier.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(waveforms, verbose=0), expected, atol=1e-6)
+    classifier.export(str(tmp_path / "exported"), verbose=False)
+    exported = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(exported.serve(tf.constant(waveforms)).numpy(), expected, atol=1e-5)
+
+
+def test_yamnet_module_fine_tunes_its_saved_trainable_variables_only(yamnet_hub):
+    model, handle = yamnet_hub
+    layer = hub.HubModule(handle, output_key=1, trainable=True)
+    trainable = [v.name for v in layer.module_variables if v.trainable]
+    assert len(trainable) == len(model.network.trainable_weights) > 0
+    assert not any("moving" in name for name in trainable)  # batch norm statistics stay frozen
+
+
+def test_module_with_several_outputs_needs_one_chosen(yamnet_hub):
+    with pytest.raises(UserError, match="choose one with `output_key`"):
+        hub.HubModule(yamnet_hub[1])

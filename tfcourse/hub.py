@@ -79,43 +79,77 @@ def _variable_name(variable):
     return variable.name.replace(":", "_").replace("/", "_")
 
 
+def module_variables(module):
+    """-> (variables, ids of the trainable ones) of a loaded SavedModel.
+
+    Reusable TF2 modules list `variables` and `trainable_variables`. Others, such as TF Hub
+    YAMNet (a plain `tf.Module`), list neither: then the variables are those its `__call__`
+    reads, each with the trainable flag it was saved with.
+    """
+    if hasattr(module, "variables"):
+        variables = list(module.variables)
+        trainable = getattr(module, "trainable_variables", None)
+        trainable = variables if trainable is None else trainable
+        return variables, {id(v) for v in trainable}
+    functions = getattr(getattr(module, "__call__", None), "concrete_functions", [])
+    variables = list({id(v): v for f in functions for v in f.variables}.values())
+    return variables, {id(v) for v in variables if v.trainable}
+
+
+def _call_signature(handle, module, output_key):
+    """-> (rank of the module's input, whether `__call__` takes a `training` argument)."""
+    functions = module.__call__.concrete_functions
+    if not functions:
+        raise UserError(f"Hub module {handle!r} has no traced `__call__`: it is not a TF2 SavedModel module.")
+    if output_key is None and len(tf.nest.flatten(functions[0].structured_outputs)) > 1:
+        raise UserError(
+            f"Hub module {handle!r} returns several outputs: choose one with `output_key` "
+            "(a tuple index or a dict key)."
+        )
+    args, kwargs = functions[0].structured_input_signature
+    rank = args[0].shape.rank if isinstance(args[0], tf.TensorSpec) else None
+    return rank, len(args) > 1 or "training" in kwargs
+
+
 @keras.saving.register_keras_serializable(package="tfcourse")
 class HubModule(keras.layers.Layer):
-    """A TF2 Hub SavedModel called as `module(inputs, training=False)` inside a Keras 3 model.
+    """A TF2 Hub SavedModel called inside a Keras 3 model.
 
-    The module always runs in inference mode, so its batch norm statistics stay fixed whether
-    the layer is frozen (`trainable=False`) or fine-tuned.
+    - Modules that take `training` (image feature vectors) always get `training=False`, so their
+      batch norm statistics stay fixed whether the layer is frozen or fine-tuned.
+    - Modules that take one example, such as YAMNet's 1-D waveform, are mapped over the batch:
+      waveforms [batch, samples] give [batch, frames, ...].
+    - `output_key` picks one output of a module that returns several: an index into a tuple (YAMNet
+      returns scores, embeddings, log-mel spectrogram, so 1 is its embeddings) or a dict key.
     """
 
-    def __init__(self, handle, **kwargs):
+    def __init__(self, handle, output_key=None, **kwargs):
         super().__init__(**kwargs)
         self.handle = handle
+        self.output_key = output_key
         self._module = load_module(handle)
-        # Reusable SavedModels (the TF2 hub format) list `variables` and `trainable_variables`.
-        if not hasattr(self._module, "variables"):
-            raise UserError(
-                f"Hub module {handle!r} is not a reusable TF2 SavedModel: it lists no `variables`."
-            )
-        trainable = getattr(self._module, "trainable_variables", None)
-        trainable_ids = {id(v) for v in trainable} if trainable is not None else None
+        self._example_rank, self._takes_training = _call_signature(handle, self._module, output_key)
+        variables, trainable_ids = module_variables(self._module)
         self.module_variables = [
-            keras.Variable(
-                v,
-                name=_variable_name(v),
-                trainable=v.trainable if trainable_ids is None else id(v) in trainable_ids,
-            )
-            for v in self._module.variables
+            keras.Variable(v, name=_variable_name(v), trainable=id(v) in trainable_ids) for v in variables
         ]
         for variable in self.module_variables:  # Keras applied `trainable=` before they existed
             variable.trainable = variable.trainable and self.trainable
         self.built = True
 
+    def _run(self, inputs):
+        outputs = self._module(inputs, training=False) if self._takes_training else self._module(inputs)
+        return outputs if self.output_key is None else outputs[self.output_key]
+
     def call(self, inputs):
-        return self._module(inputs, training=False)
+        if self._example_rank is None or inputs.shape.rank == self._example_rank:
+            return self._run(inputs)
+        return tf.map_fn(self._run, inputs, fn_output_signature=tf.float32)  # hub features are float32
 
     def compute_output_spec(self, inputs):
-        output = self._module(tf.zeros([1] + list(inputs.shape[1:]), inputs.dtype), training=False)
-        return keras.KerasTensor((inputs.shape[0],) + tuple(output.shape[1:]), output.dtype)
+        spec = tf.TensorSpec(inputs.shape, inputs.dtype)
+        output = tf.function(self.call).get_concrete_function(spec).structured_outputs
+        return keras.KerasTensor(tuple(output.shape), output.dtype)
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self.module_variables):
@@ -132,4 +166,4 @@ class HubModule(keras.layers.Layer):
             variable.assign(store[str(i)])
 
     def get_config(self):
-        return {**super().get_config(), "handle": self.handle}
+        return {**super().get_config(), "handle": self.handle, "output_key": self.output_key}

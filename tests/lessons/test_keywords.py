@@ -4,9 +4,35 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from tfcourse import config
 from tfcourse.lessons import keywords
+
+
+def test_tfds_speech_commands_loads_from_a_local_copy(tmp_path):
+    """A prepared local copy of TFDS speech_commands (its own features and version, a few clips) is
+    read through the real `tfds.load` path: float clips of exactly 16000 samples."""
+    info = tfds.builder("speech_commands", data_dir=str(tmp_path)).info
+    rng = np.random.default_rng(0)
+    lengths = {"train": 24, "validation": 12, "test": 12}
+    audio = {s: rng.integers(-32768, 32767, (n, 16000)).astype("int16") for s, n in lengths.items()}
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="speech_commands", version=str(info.version), features=info.features, data_dir=str(tmp_path),
+        split_datasets={s: tf.data.Dataset.from_tensor_slices({"audio": a, "label": np.arange(len(a)) % 12})
+                        for s, a in audio.items()},
+    )
+    data = keywords.DataConfig(source="tfds:speech_commands", tfds_data_dir=str(tmp_path))
+    clips, class_names, summary = keywords.load_clips(data, str(tmp_path / "work"))
+    assert class_names[:2] == ["down", "go"] and len(class_names) == 12
+    assert summary["num_skipped"] == 0
+    for split, expected in audio.items():
+        waveforms, labels = zip(*[(w.numpy(), int(y)) for w, y in clips[split]])
+        assert len(waveforms) == len(expected) and sorted(labels) == sorted(np.arange(len(expected)) % 12)
+        read = {round(float(w[0]), 6) for w in waveforms}
+        assert read == {round(float(a[0]) / 32768.0, 6) for a in expected}  # scaled to [-1, 1)
+        assert all(w.shape == (16000,) and w.dtype == np.float32 for w in waveforms)
 
 
 def test_detections_merge_windows_and_are_scored_against_the_truth():

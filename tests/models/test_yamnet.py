@@ -1,12 +1,12 @@
 import glob
 import os
-import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import save_yamnet_hub_stand_in
 from tfcourse import UserError
 from tfcourse.export import TFLiteModel
 from tfcourse.models import yamnet
@@ -66,31 +66,26 @@ def test_keras_round_trip(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def _hub_stand_in(network, path):
-    """A SavedModel holding `network`'s weights under the TF Hub YAMNet's variable names."""
-    def published_name(path):  # layer2_depthwise_conv_bn/beta -> layer2/depthwise_conv/bn/beta; logits -> dense
-        layer, weight = path.split("/")
-        layer = "dense" if layer == "logits" else re.sub(r"^(layer\d+)_", r"\1/", layer).replace("conv_bn", "conv/bn")
-        return f"{layer}/{weight}"
-
-    module = tf.train.Checkpoint()
-    module.variables = [tf.Variable(w.numpy(), name=published_name(w.path)) for w in network.weights]
-    tf.saved_model.save(module, str(path))
-    return tf.saved_model.load(str(path))
+def _randomised_yamnet():
+    model = yamnet.YAMNet()
+    model.build()
+    for w in model.weights:
+        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.1, w.shape))
+    return model
 
 
 def test_hub_weights_load_by_their_published_names(tmp_path):
-    source = yamnet.yamnet_network()
-    for w in source.weights:
-        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.1, w.shape))
-    module = _hub_stand_in(source, tmp_path / "hub")
-    assert "layer2/depthwise_conv/bn/moving_mean:0" in {v.name for v in module.variables}
-    target = yamnet.yamnet_network()
-    yamnet.load_hub_weights(target, module)
-    patches = np.random.default_rng(1).normal(size=(2, 96, 64)).astype("float32")
-    for a, b in zip(target(patches), source(patches)):
+    source = _randomised_yamnet()
+    module = tf.saved_model.load(save_yamnet_hub_stand_in(tmp_path / "hub", source))
+    assert not hasattr(module, "variables")  # like the real module: found through its __call__
+    target = yamnet.YAMNet()
+    target.build()
+    yamnet.load_hub_weights(target.network, module)
+    waveform = _waveform(1.5)
+    for a, b, c in zip(target(waveform), source(waveform), module(waveform)):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    module.variables = module.variables[:-1]
+        np.testing.assert_allclose(a, c, atol=1e-5)
+    module.variables = module.published[:-1]
     with pytest.raises(UserError, match="got no value"):
         yamnet.load_hub_weights(yamnet.yamnet_network(), module)
 

@@ -32,6 +32,7 @@ CLIP_SAMPLES = speech.CLIP_SAMPLES
 @dataclasses.dataclass
 class DataConfig:
     source: str = "tfds:speech_commands"  # or "synthetic" (espeak-ng), or class folders of 1 s WAVs
+    tfds_data_dir: str = ""  # where TFDS keeps prepared datasets; "" is its default (~/tensorflow_datasets)
     noise_dir: str = ""  # WAVs of real recordings mixed under synthetic words; "" is Gaussian noise
     words: int = 10  # the first N of yes, no, up, down, left, right, on, off, stop, go (synthetic)
     voices: int = 8  # the first N espeak-ng voices (synthetic)
@@ -86,7 +87,8 @@ def load_clips(data, work_dir):
     if data.source.startswith("tfds:"):
         import tensorflow_datasets as tfds
 
-        datasets, info = tfds.load(data.source[5:], split=["train", "validation", "test"], as_supervised=True, with_info=True)
+        datasets, info = tfds.load(data.source[5:], split=["train", "validation", "test"], as_supervised=True,
+                                   with_info=True, data_dir=data.tfds_data_dir or None)
         to_clip = lambda a, y: (fix_length(tf.cast(a, tf.float32) / 32768.0), y)
         clips = {s: ds.map(to_clip, num_parallel_calls=tf.data.AUTOTUNE) for s, ds in zip(("train", "validation", "test"), datasets)}
         return clips, info.features["label"].names, {"source": data.source, "num_skipped": 0, "skipped": []}

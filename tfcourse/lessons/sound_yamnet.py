@@ -10,6 +10,11 @@ scratch; export a waveform-to-class SavedModel and TFLite models with builtin op
 
 The last one uses 91 real ESC-50 clips (11 classes, folds 3-5) and YAMNet weights imported from
 the YAMNet TFLite file in the assets.
+
+The lesson runs YAMNet as the project's own Keras model (weights from TF Hub or a TFLite file), so
+it can be fine-tuned and exported with builtin ops. The TF Hub module itself also works as a
+backbone through the hub layer: `hub.HubModule(yamnet.HUB_HANDLE, output_key=1)` maps waveforms
+[batch, samples] to embeddings [batch, patches, 1024].
 """
 
 import dataclasses

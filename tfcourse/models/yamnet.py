@@ -183,9 +183,11 @@ def load_hub_weights(network, module):
 
     Hub variables are named like `layer2/depthwise_conv/bn/moving_mean:0` and `dense/kernel:0`.
     """
+    from tfcourse.hub import module_variables
+
     weights = {w.path: w for w in network.weights}
     unmatched = []
-    for variable in module.variables:
+    for variable in module_variables(module)[0]:
         layer, _, name = variable.name.split(":")[0].rpartition("/")
         path = ("logits" if layer == "dense" else layer.replace("/", "_")) + "/" + name
         if path in weights:
