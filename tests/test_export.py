@@ -57,3 +57,30 @@ def test_a_failed_check_keeps_the_previous_export(tiny_model, tmp_path):
     assert (tmp_path / "export" / "model_float32.tflite").read_bytes() == before
     assert (tmp_path / "export" / "labels.txt").read_text().split() == ["a", "b", "c"]
     assert (tmp_path / "export.tmp" / "export_metrics.json").exists()  # the rejected one, to inspect
+
+
+def test_classifier_table_has_a_row_per_format():
+    row = {"accuracy": 0.5, "max_abs_diff": 1e-6, "size_bytes": 2048}
+    lines = export.classifier_table({name: row for name in ("saved_model", *export.TFLITE_VARIANTS)})
+    assert lines[2] == "| saved_model | 0.500 | 1.00e-06 | 2 |" and len(lines) == 2 + 1 + len(export.TFLITE_VARIANTS)
+
+
+def test_named_outputs_export_checks_every_output_and_serves(tmp_path):
+    import keras
+
+    images_in = keras.Input((16, 16, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(images_in))
+    outputs = {"class": keras.layers.Dense(3, activation="softmax", name="class")(x),
+               "box": keras.layers.Dense(4, activation="sigmoid", name="box")(x)}
+    model = keras.Model(images_in, outputs)
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
+    metrics = export.export_named_outputs(model, str(tmp_path), images, ["a", "b", "c"],
+                                          score=lambda out: {"mean_box": float(out["box"].mean())}, batch_size=2)
+    assert metrics["outputs"] == ["box", "class"] and metrics["image_size"] == 16
+    for fmt in ("saved_model", "float32"):
+        assert set(metrics[fmt]["max_abs_diff"]) == {"box", "class"}
+        assert max(metrics[fmt]["max_abs_diff"].values()) <= 1e-4
+        assert metrics[fmt]["mean_box"] == pytest.approx(metrics["keras"]["mean_box"], abs=1e-5)
+    served = export.TFLiteSignature(str(tmp_path / "export" / "model_float32.tflite"))(images)
+    np.testing.assert_allclose(served["box"], model.predict_on_batch(images)["box"], atol=1e-5)
+    assert not os.path.exists(tmp_path / "export.tmp")

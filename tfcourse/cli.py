@@ -4,6 +4,7 @@
     tfcourse run LESSON [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
     tfcourse evaluate RUN_DIR --data PATH [--format saved_model|tflite|tflite-dynamic|tflite-int8]
     tfcourse predict RUN_DIR FILE... [--top-k K] [--format ...]
+    tfcourse explain RUN_DIR IMAGE... [--out DIR] [--layers NAME ...] [--methods vanilla smoothgrad gradcam]
 
 Bad input exits with status 2 and a one-paragraph message naming what was wrong.
 """
@@ -46,6 +47,18 @@ def _parser():
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", default="saved_model", help=formats)
+
+    explain = commands.add_parser(
+        "explain", help="saliency, SmoothGrad, Grad-CAM and activation grids of a run's Keras model, as PNGs",
+        description="Reads the run's .keras model in Keras' safe mode. Only explain run directories you trust.")
+    explain.add_argument("run_dir", help="a run directory of an image lesson, or a .keras file")
+    explain.add_argument("images", nargs="+", help="image files or folders of them")
+    explain.add_argument("--out", help="where the PNGs go (default: RUN_DIR/explanations)")
+    explain.add_argument("--layers", nargs="*", default=[], help="layers to draw activation grids of (names or paths)")
+    explain.add_argument("--methods", nargs="+", default=["vanilla", "smoothgrad", "gradcam"])
+    explain.add_argument("--gradcam-layer", help="default: the last 4-D feature map before global pooling")
+    explain.add_argument("--smoothgrad-samples", type=int, default=25)
+    explain.add_argument("--smoothgrad-noise", type=float, default=0.15)
     return parser
 
 
@@ -63,6 +76,8 @@ def main(argv=None):
             print(json.dumps(evaluate_run(args.run_dir, args.data, args.format), indent=2))
         elif args.command == "predict":
             print(json.dumps(predict_files(args.run_dir, args.files, args.top_k, args.format), indent=2))
+        elif args.command == "explain":
+            explain_run(args)
     except UserError as error:
         print(f"tfcourse {args.command}: {error}", file=sys.stderr)
         return 2
@@ -78,6 +93,15 @@ def run_lesson(args):
     run_dir = args.out or os.path.join("saved_models", args.lesson + ("-smoke" if args.smoke else ""))
     lesson.run(config, run_dir)
     print(f"Run directory: {os.path.abspath(run_dir)}")
+
+
+def explain_run(args):
+    from tfcourse import explain
+
+    summary = explain.explain_files(args.run_dir, args.images, args.out, args.methods, args.layers,
+                                    args.gradcam_layer, args.smoothgrad_samples, args.smoothgrad_noise)
+    print(f"PNGs written to {os.path.abspath(summary['out_dir'])}")
+    print(json.dumps(summary, indent=2))
 
 
 def evaluate_run(run_dir, data_path, fmt):
@@ -103,12 +127,27 @@ def evaluate_run(run_dir, data_path, fmt):
     return {**report, "format": fmt, "data": data_path, "num_skipped": len(folder.skipped), "skipped": folder.skipped}
 
 
+def _lesson_of_run(run_dir):
+    """The lesson module that wrote `run_dir`'s report.json, or None."""
+    from tfcourse.lessons import load_lesson
+
+    try:
+        with open(os.path.join(run_dir, "report.json")) as f:
+            name = json.load(f).get("lesson")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return load_lesson(name) if name in LESSONS else None
+
+
 def predict_files(run_dir, files, top_k, fmt):
     import tensorflow as tf
 
     from tfcourse.data import images
     from tfcourse.export import load_exported
 
+    lesson = _lesson_of_run(run_dir)
+    if hasattr(lesson, "predict_files"):  # lessons whose exports do not take images (e.g. pose: keypoints)
+        return lesson.predict_files(run_dir, files, top_k, fmt)
     predict, image_size, class_names = load_exported(run_dir, fmt)
     results = []
     for path in files:

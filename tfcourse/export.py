@@ -79,14 +79,15 @@ class TFLiteModel:
 
 
 class SavedModelClassifier:
-    """The exported SavedModel's `serve` signature on uint8 image batches."""
+    """The exported SavedModel's `serve` signature on uint8 image batches (or `input_dtype` ones)."""
 
-    def __init__(self, path):
+    def __init__(self, path, input_dtype=tf.uint8):
         self.loaded = tf.saved_model.load(path)  # kept: its variables live as long as it does
         self.serve = self.loaded.signatures["serve"]
+        self.input_dtype = input_dtype
 
     def __call__(self, images):
-        return next(iter(self.serve(tf.constant(images, tf.uint8)).values())).numpy()
+        return next(iter(self.serve(tf.constant(images, self.input_dtype)).values())).numpy()
 
 
 def predict_batches(predict, images, batch_size=32):
@@ -249,3 +250,113 @@ def export_waveform_classifier(model, input_spec, run_dir, waveforms, labels, cl
 
 def _waveform_metrics(probabilities, reference, labels):
     return {"accuracy": _accuracy(probabilities, labels), "max_abs_diff": float(np.abs(probabilities - reference).max())}
+
+
+def export_feature_classifier(model, run_dir, class_names, test_inputs, test_labels, extra_metrics=None):
+    """Float features in (e.g. keypoints), probabilities out: SavedModel + TFLite float32 and
+    dynamic-range, each checked against Keras on `test_inputs`, then kept.
+
+    The SavedModel and float32 TFLite must match Keras within 1e-4; the dynamic-range model's
+    accuracy and difference are measured, not required. `extra_metrics` (e.g. the input's meaning)
+    is written into export_metrics.json too; `load_feature_classifier` reads the export back.
+    """
+    test_inputs = np.asarray(test_inputs, np.float32)
+    keras_probabilities = predict_batches(lambda x: model.predict_on_batch(x), test_inputs)
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    metrics = {**(extra_metrics or {}), "input_shape": list(test_inputs.shape[1:]),
+               "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
+    saved_model_dir = os.path.join(tmp_dir, "saved_model")
+    model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+    probabilities = predict_batches(SavedModelClassifier(saved_model_dir, tf.float32), test_inputs)
+    metrics["saved_model"] = _variant_metrics(probabilities, keras_probabilities, test_labels, saved_model_dir)
+    _check(metrics["saved_model"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "saved_model", metrics, tmp_dir)
+    for variant in ("float32", "dynamic_range"):
+        path = os.path.join(tmp_dir, f"model_{variant}.tflite")
+        with open(path, "wb") as f:
+            f.write(convert_tflite(saved_model_dir, variant))
+        probabilities = predict_batches(TFLiteModel(path), test_inputs)
+        metrics[variant] = _variant_metrics(probabilities, keras_probabilities, test_labels, path)
+        if variant == "float32":
+            _check(metrics[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, metrics, tmp_dir)
+    with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    _keep(tmp_dir, final_dir, class_names)
+    return metrics
+
+
+def load_feature_classifier(run_dir, fmt="saved_model"):
+    """(predict function on float feature batches, class names, export metrics) of an
+    `export_feature_classifier` export. The SavedModel is a program: only load runs you trust."""
+    if fmt not in ("saved_model", "tflite", "tflite-dynamic"):
+        raise UserError(f"--format {fmt!r} is not an export format of this run; choose saved_model, tflite or tflite-dynamic.")
+    export_dir = os.path.join(run_dir, "export")
+    path = os.path.join(export_dir, _FORMAT_FILES[fmt])
+    if not os.path.exists(path) or not os.path.isfile(os.path.join(export_dir, "labels.txt")):
+        raise UserError(f"{run_dir!r} holds no exported {fmt} model ({path} or labels.txt is missing); "
+                        "give the run directory that `tfcourse run` printed.")
+    with open(os.path.join(export_dir, "labels.txt")) as f:
+        class_names = f.read().splitlines()
+    with open(os.path.join(export_dir, "export_metrics.json")) as f:
+        metrics = json.load(f)
+    predict = SavedModelClassifier(path, tf.float32) if fmt == "saved_model" else TFLiteModel(path)
+    return predict, class_names, metrics
+
+
+class TFLiteSignature:
+    """A TFLite model's serving signature run with LiteRT: image batches in, {output name: array} out."""
+
+    def __init__(self, path):
+        self.interpreter = Interpreter(model_path=path)
+        name, details = next(iter(self.interpreter.get_signature_list().items()))
+        self.input_name = details["inputs"][0]
+        self.runner = self.interpreter.get_signature_runner(name)
+
+    def __call__(self, images):
+        return self.runner(**{self.input_name: np.asarray(images)})
+
+
+def export_named_outputs(model, run_dir, test_images, class_names, score=None, batch_size=32):
+    """SavedModel + float32 TFLite of a model with one image input and a dict of named outputs.
+
+    Each format's every output must match Keras within the float tolerances on `test_images`
+    before anything is kept (written to `<run>/export.tmp`, then moved to `<run>/export`).
+    `score(outputs)` (optional) turns a format's {name: array} outputs into metrics recorded
+    beside its differences. Returns {format: {"max_abs_diff": {output: diff}, "size_bytes", ...}}.
+    """
+    def outputs_of(predict):
+        batches = [predict(test_images[i : i + batch_size]) for i in range(0, len(test_images), batch_size)]
+        return {name: np.concatenate([np.asarray(b[name]) for b in batches]) for name in batches[0]}
+
+    def measure(outputs, path):
+        result = {"max_abs_diff": {name: float(np.max(np.abs(outputs[name] - value))) for name, value in reference.items()},
+                  "size_bytes": _size(path)}
+        return {**result, **(score(outputs) if score else {})}
+
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    reference = outputs_of(model.predict_on_batch)
+    metrics = {"image_size": int(model.input.shape[1]), "outputs": sorted(reference),
+               "keras": score(reference) if score else {}}
+    saved_model_dir = os.path.join(tmp_dir, "saved_model")
+    model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+    serve = tf.saved_model.load(saved_model_dir).signatures["serve"]
+    metrics["saved_model"] = measure(outputs_of(lambda x: {k: v.numpy() for k, v in serve(tf.constant(x)).items()}),
+                                     saved_model_dir)
+    _check(max(metrics["saved_model"]["max_abs_diff"].values()) <= SAVED_MODEL_TOLERANCE, "saved_model", metrics, tmp_dir)
+    path = os.path.join(tmp_dir, "model_float32.tflite")
+    with open(path, "wb") as f:
+        f.write(convert_tflite(saved_model_dir, "float32"))
+    metrics["float32"] = measure(outputs_of(TFLiteSignature(path)), path)
+    _check(max(metrics["float32"]["max_abs_diff"].values()) <= FLOAT_TFLITE_TOLERANCE, "float32", metrics, tmp_dir)
+    with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    _keep(tmp_dir, final_dir, class_names)
+    return metrics
+
+
+def classifier_table(export_metrics):
+    """Markdown rows of `export_classifier`'s metrics: one per format, accuracy, difference from Keras, size."""
+    lines = ["| format | test acc | max abs diff vs Keras | size (KB) |", "|---|---|---|---|"]
+    for variant in ("saved_model", *TFLITE_VARIANTS):
+        m = export_metrics[variant]
+        lines.append(f"| {variant} | {m['accuracy']:.3f} | {m['max_abs_diff']:.2e} | {m['size_bytes'] / 1024:.0f} |")
+    return lines

@@ -13,19 +13,20 @@ def save_figure(figure, path, dpi=110):
     plt.close(figure)
 
 
-def plot_training_curves(histories, path, title="Training curves"):
-    """`histories`: {run name: (first epoch, {metric: [per epoch]})}; loss and accuracy, train and validation."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+def plot_training_curves(histories, path, title="Training curves", metrics=("loss", "accuracy")):
+    """`histories`: {run name: (first epoch, {metric: [per epoch]})}; one panel per metric, train and validation."""
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    axes = axes[0]
     for (name, (first_epoch, history)), color in zip(histories.items(), plt.cm.tab10.colors):
-        for ax, metric in zip(axes, ("loss", "accuracy")):
+        for ax, metric in zip(axes, metrics):
             epochs = np.arange(first_epoch, first_epoch + len(history.get(metric, [])))
             ax.plot(epochs, history.get(metric, []), color=color, linestyle="--", label=f"{name} train")
             ax.plot(epochs, history.get("val_" + metric, []), color=color, label=f"{name} validation")
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, metrics):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)
     figure.suptitle(title)
     save_figure(figure, path)
 
@@ -79,4 +80,68 @@ def plot_stream(waveform, log_mel, detections, truth, path, sample_rate, hop_sam
     wave_ax.set(ylabel="amplitude", title="spoken (green) and detected (red)")
     spectrogram_ax.imshow(log_mel.T, aspect="auto", origin="lower", extent=(0, len(log_mel) * hop_samples / sample_rate, 0, log_mel.shape[1]))
     spectrogram_ax.set(xlabel="time (s)", ylabel="mel band", xlim=(0, seconds))
+    save_figure(figure, path)
+
+
+def plot_skeletons(items, skeleton, path, min_score=0.2, columns=4):
+    """A grid of poses drawn over their images: `items` are (image [H, W, 3] or None, keypoints [k, 3]
+    (x, y, score) in the image's pixels, title); `skeleton` lists (i, j) bones. Keypoints scored
+    below `min_score` are left out. Without an image, the pose is drawn on a blank, y-down canvas."""
+    rows = max(1, -(-len(items) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, keypoints, title) in zip(axes.flat, items):
+        keypoints = np.asarray(keypoints)
+        shown = keypoints[:, 2] >= min_score
+        if image is not None:
+            ax.imshow(image)
+        else:
+            ax.set_aspect("equal")
+            ax.invert_yaxis()
+        for i, j in skeleton:
+            if shown[i] and shown[j]:
+                ax.plot(keypoints[[i, j], 0], keypoints[[i, j], 1], color="lime", lw=2)
+        ax.scatter(keypoints[shown, 0], keypoints[shown, 1], s=12, color="red", zorder=3)
+        ax.set_title(title, fontsize=9)
+    save_figure(figure, path)
+
+
+def plot_image_rows(rows, column_titles, path, title=""):
+    """A grid of images: `rows` is {row label: images [n, h, w, 1 or 3] with pixels in [0, 255]};
+    each is drawn pixel for pixel (no smoothing), so a row at another resolution shows it."""
+    columns = max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.8 * columns, 1.9 * len(rows)), squeeze=False)
+    for ax_row, (label, images) in zip(axes, rows.items()):
+        for i, ax in enumerate(ax_row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= len(images):
+                ax.axis("off")
+                continue
+            image = np.clip(np.asarray(images[i], np.float32), 0, 255).astype(np.uint8)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            if ax_row is axes[0] and i < len(column_titles):
+                ax.set_title(column_titles[i], fontsize=9)
+        ax_row[0].set_ylabel(label, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+
+
+def plot_box_grid(images, true_boxes, predicted_boxes, captions, path, title="", columns=4):
+    """Images with their true (green) and predicted (red) boxes; boxes normalised x_min, y_min, x_max, y_max."""
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, true_box, predicted_box, caption in zip(axes.ravel(), images, true_boxes, predicted_boxes, captions):
+        height, width = image.shape[:2]
+        ax.imshow(image)
+        for box, color in ((true_box, "lime"), (predicted_box, "red")):
+            x0, y0, x1, y1 = np.asarray(box) * [width, height, width, height]
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=2))
+        ax.set_title(caption, fontsize=8)
+    figure.suptitle(title)
     save_figure(figure, path)

@@ -19,6 +19,26 @@ LESSONS = {
         "sound_yamnet",
         "Sound classification: a head on cached YAMNet embeddings vs a spectrogram CNN; waveform-in TFLite export.",
     ),
+    "pose": (
+        "pose",
+        "Pose classification: a Keras classifier on normalised MoveNet keypoints; PCK against the publisher's keypoints.",
+    ),
+    "localization": (
+        "localization",
+        "Single-object localisation: a pretrained backbone with a class head and a box head, trained on IoU + class loss.",
+    ),
+    "small-images": (
+        "small_images",
+        "Transfer to 28-32 px images: upsampled ImageNet backbone vs the backbone at native size vs a small CNN.",
+    ),
+    "interpret": (
+        "interpret",
+        "Saliency, SmoothGrad, Grad-CAM and activation grids for any image run, checked on a known answer.",
+    ),
+    "dann": (
+        "dann",
+        "Domain-adversarial training (gradient reversal) from MNIST to a self-built MNIST-M vs source-only and target-trained.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

@@ -240,9 +240,6 @@ def summary_markdown(report):
             f"{result['test']['accuracy']:.3f} | {result['test']['macro_f1']:.3f} |"
         )
     lines += ["", f"Exported: the {report['exported_variant']} model.", "",
-              "| format | test acc | max abs diff vs Keras | size (KB) |", "|---|---|---|---|"]
-    for variant in ("saved_model", *export.TFLITE_VARIANTS):
-        m = report["export"][variant]
-        lines.append(f"| {variant} | {m['accuracy']:.3f} | {m['max_abs_diff']:.2e} | {m['size_bytes'] / 1024:.0f} |")
+              *export.classifier_table(report["export"])]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_seconds"].items()), ""]
     return "\n".join(lines)
