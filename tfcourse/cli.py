@@ -110,6 +110,10 @@ def evaluate_run(run_dir, data_path, fmt):
     from tfcourse.data import images
     from tfcourse.export import load_exported, predict_batches
 
+    lesson = _lesson_of_run(run_dir)
+    if hasattr(lesson, "predict_files"):
+        raise UserError(f"{run_dir!r} is a {lesson.__name__.rsplit('.', 1)[-1]} run: its export is not an image "
+                        "classifier, so `evaluate` cannot score it; its own report.json holds its test metrics.")
     predict, image_size, class_names = load_exported(run_dir, fmt)
     folder = images.scan_image_folder(data_path)
     unknown = sorted(set(folder.class_names) - set(class_names))

@@ -353,6 +353,27 @@ def export_named_outputs(model, run_dir, test_images, class_names, score=None, b
     return metrics
 
 
+def load_named_outputs(run_dir, fmt="saved_model"):
+    """-> (predict: uint8 image batch -> {output name: array}, image size, class names) of an
+    `export_named_outputs` export (saved_model or tflite). The SavedModel is a program: only load
+    exports of runs you trust."""
+    export_dir = os.path.join(run_dir, "export")
+    paths = {"saved_model": os.path.join(export_dir, "saved_model"), "tflite": os.path.join(export_dir, "model_float32.tflite")}
+    if fmt not in paths:
+        raise UserError(f"--format {fmt!r}: this run exports saved_model and tflite (float32) only.")
+    metrics_path = os.path.join(export_dir, "export_metrics.json")
+    if not os.path.exists(paths[fmt]) or not os.path.isfile(metrics_path):
+        raise UserError(f"{run_dir!r} holds no exported {fmt} model ({paths[fmt]} or export_metrics.json is missing).")
+    with open(metrics_path) as f:
+        image_size = json.load(f)["image_size"]
+    with open(os.path.join(export_dir, "labels.txt")) as f:
+        class_names = f.read().splitlines()
+    if fmt == "tflite":
+        return TFLiteSignature(paths[fmt]), image_size, class_names
+    serve = tf.saved_model.load(paths[fmt]).signatures["serve"]
+    return (lambda x: {k: v.numpy() for k, v in serve(tf.constant(x)).items()}), image_size, class_names
+
+
 def classifier_table(export_metrics):
     """Markdown rows of `export_classifier`'s metrics: one per format, accuracy, difference from Keras, size."""
     lines = ["| format | test acc | max abs diff vs Keras | size (KB) |", "|---|---|---|---|"]
