@@ -144,10 +144,8 @@ def _lesson_of_run(run_dir):
 
 
 def predict_files(run_dir, files, top_k, fmt):
-    import tensorflow as tf
-
     from tfcourse.data import images
-    from tfcourse.export import load_exported
+    from tfcourse.export import load_exported, top_k_classes
 
     lesson = _lesson_of_run(run_dir)
     if hasattr(lesson, "predict_files"):  # lessons whose exports do not take images (e.g. pose: keypoints)
@@ -155,15 +153,8 @@ def predict_files(run_dir, files, top_k, fmt):
     predict, image_size, class_names = load_exported(run_dir, fmt)
     results = []
     for path in files:
-        if not os.path.isfile(path):
-            raise UserError(f"Image file {path!r} does not exist.")
-        try:
-            pixels = images.decode_image(tf.io.read_file(path), image_size).numpy()
-        except (tf.errors.OpError, ValueError) as error:
-            raise UserError(f"{path!r} cannot be decoded as an image: {str(error).splitlines()[0]}") from None
-        probabilities = predict(pixels[None])[0]
-        top = np.argsort(-probabilities)[:top_k]
-        results.append({"file": path, "top_k": [{"class": class_names[i], "probability": float(probabilities[i])} for i in top]})
+        probabilities = predict(images.read_image_file(path, image_size)[None])[0]
+        results.append({"file": path, "top_k": top_k_classes(probabilities, class_names, top_k)})
     return results
 
 

@@ -94,6 +94,11 @@ def predict_batches(predict, images, batch_size=32):
     return np.concatenate([predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
+def top_k_classes(probabilities, class_names, k):
+    """-> [{"class", "probability"}] of the k most probable classes, most probable first."""
+    return [{"class": class_names[i], "probability": float(probabilities[i])} for i in np.argsort(-probabilities)[:k]]
+
+
 def load_exported(run_dir, fmt="saved_model"):
     """Returns (predict function on uint8 image batches, image size, class names) of a run's export.
 

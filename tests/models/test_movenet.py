@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfcourse import UserError
+from tfcourse.data import images
 from tfcourse.metrics.pose import pck
 from tfcourse.models import movenet
 
@@ -73,7 +74,7 @@ def test_real_movenet_matches_the_publishers_squat_keypoints(assets_dir):
     photo against the keypoints its publisher computed: at least 0.9."""
     extractor = movenet.MoveNet(os.path.join(assets_dir, "models/movenet/movenet_singlepose_lightning_int8.tflite"))
     assert extractor.kind == "tflite" and extractor.input_size == 192
-    image = movenet.read_image(os.path.join(assets_dir, "images/squat_person.jpg"))
+    image = images.read_image_file(os.path.join(assets_dir, "images/squat_person.jpg"))
     reference = movenet.read_reference_keypoints(os.path.join(assets_dir, "models/movenet/squat_reference_keypoints.csv"))
     ours = extractor(image)
     scale = np.array([image.shape[1], image.shape[0]])

@@ -43,6 +43,19 @@ def decode_image(contents, image_size):
     return resize_image(_decode(contents), image_size)
 
 
+def read_image_file(path, image_size=None):
+    """An image file -> uint8 [H, W, 3], or [size, size, 3] resized as `decode_image` does; a UserError
+    naming the file where it is missing or cannot be decoded."""
+    if not os.path.isfile(path):
+        raise UserError(f"Image file {path!r} does not exist.")
+    try:
+        contents = tf.io.read_file(path)
+        image = _decode(contents) if image_size is None else decode_image(contents, image_size)
+        return image.numpy()
+    except (tf.errors.OpError, ValueError) as error:
+        raise UserError(f"{path!r} cannot be decoded as an image: {str(error).splitlines()[0]}") from None
+
+
 def _undecodable(paths):
     """Indices of `paths` TensorFlow cannot decode as images (one parallel tf.data pass)."""
     indexed = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))

@@ -365,20 +365,13 @@ def run(config, run_dir):
 def predict_files(run_dir, files, top_k=3, fmt="saved_model"):
     """`tfcourse predict` on a localization run: the top-k classes and the box (x_min, y_min, x_max,
     y_max, as fractions of the image) of each image file. Only use runs you trust."""
-    import tensorflow as tf
-
     predict, image_size, class_names = export.load_named_outputs(run_dir, fmt)
     results = []
     for path in files:
-        try:
-            pixels = images.decode_image(tf.io.read_file(path), image_size).numpy()
-        except (tf.errors.OpError, ValueError) as error:
-            raise UserError(f"{path!r} cannot be read as an image: {str(error).splitlines()[0]}") from None
-        outputs = predict(pixels[None])
+        outputs = predict(images.read_image_file(path, image_size)[None])
         probabilities, box = np.asarray(outputs["class"])[0], np.asarray(outputs["box"])[0]
-        top = np.argsort(-probabilities)[:top_k]
         results.append({"file": path, "box_xyxy": [round(float(v), 4) for v in box],
-                        "top_k": [{"class": class_names[i], "probability": float(probabilities[i])} for i in top]})
+                        "top_k": export.top_k_classes(probabilities, class_names, top_k)})
     return results
 
 

@@ -232,7 +232,7 @@ def extract_keypoints(files, extractor, cache_path):
         key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in cache["keypoints"]:
             try:
-                image = movenet.read_image(path)
+                image = images.read_image_file(path)
             except UserError as error:
                 skipped.append({"path": path, "reason": f"undecodable: {error}"})
                 continue
@@ -364,7 +364,7 @@ def build_classifier(num_classes, hidden_units=128, dropout=0.5):
 
 def pck_check(extractor, image_path, reference_path):
     """PCK@0.1 and @0.2 (torso: left shoulder to right hip) of our keypoints vs the reference, in pixels."""
-    image = movenet.read_image(image_path)
+    image = images.read_image_file(image_path)
     reference = movenet.read_reference_keypoints(reference_path)
     ours = extractor(image)
     scale = np.array([image.shape[1], image.shape[0]], np.float32)
@@ -496,7 +496,7 @@ def plot_poses(model, test_split, test_files, photos, photo_keypoints, class_nam
         titles = [f"{class_names[t]} -> {class_names[int(p.argmax())]} ({p.max():.2f})"
                   for t, p in zip(test_labels[chosen], probabilities)]
         files = [test_files[i] for i in chosen] if test_files else [None] * len(chosen)
-    items = [(movenet.read_image(file) if file else None, points, title)
+    items = [(images.read_image_file(file) if file else None, points, title)
              for file, points, title in zip(files, keypoints, titles)]
     viz.plot_skeletons(items, movenet.SKELETON, path)
 
@@ -530,11 +530,10 @@ def predict_files(run_dir, files, top_k=3, fmt="saved_model"):
     min_score = report["config"]["data"]["min_pose_score"]
     results = []
     for path in files:
-        image = movenet.read_image(path)
+        image = images.read_image_file(path)
         keypoints = extractor(image) * [image.shape[1], image.shape[0], 1]
         probabilities = np.asarray(predict(keypoints[None].astype("float32")))[0]
-        top = np.argsort(-probabilities)[:top_k]
-        result = {"file": path, "top_k": [{"class": class_names[i], "probability": float(probabilities[i])} for i in top],
+        result = {"file": path, "top_k": export.top_k_classes(probabilities, class_names, top_k),
                   "mean_keypoint_score": float(keypoints[:, 2].mean())}
         if result["mean_keypoint_score"] < min_score:
             result["warning"] = f"no confident pose: mean keypoint score below {min_score}"

@@ -117,16 +117,6 @@ class MoveNet:
         return unpad_keypoints(self._raw(square), padding, image.shape)
 
 
-def read_image(path):
-    """An image file -> uint8 [H, W, 3]; UserError naming the file if it cannot be decoded."""
-    if not os.path.isfile(path):
-        raise UserError(f"Image file {path!r} does not exist.")
-    try:
-        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False).numpy()
-    except (tf.errors.OpError, ValueError) as error:
-        raise UserError(f"{path!r} cannot be decoded as an image: {str(error).splitlines()[0]}") from None
-
-
 def read_reference_keypoints(path):
     """The publisher's reference CSV (pose_id, pose_score, keypoint_id, keypoint_score, keypoint_x,
     keypoint_y; normalised) -> [17, 3] (x, y, score)."""
