@@ -17,6 +17,8 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from tfcourse import UserError
+from tfcourse.models.movinet import stream_outputs
+from tfcourse.models.tflite_import import op_names
 
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
 _FORMAT_FILES = {
@@ -28,6 +30,8 @@ _FORMAT_FILES = {
 FORMATS = tuple(_FORMAT_FILES)
 SAVED_MODEL_TOLERANCE = 1e-4
 FLOAT_TFLITE_TOLERANCE = 1e-4
+KERAS_STREAM_TOLERANCE = 1e-5  # the stream form frame by frame vs the clip form, both Keras
+STREAM_TFLITE_TOLERANCE = 1e-3  # the float32 stream TFLite frame by frame vs the Keras clip form
 
 
 class ExportCheckFailed(RuntimeError):
@@ -265,11 +269,18 @@ def export_feature_classifier(model, run_dir, class_names, test_inputs, test_lab
     accuracy and difference are measured, not required. `extra_metrics` (e.g. the input's meaning)
     is written into export_metrics.json too; `load_feature_classifier` reads the export back.
     """
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    metrics = {**(extra_metrics or {}), **_float_classifier_exports(model, tmp_dir, test_inputs, test_labels)}
+    _write_metrics(metrics, tmp_dir)
+    _keep(tmp_dir, final_dir, class_names)
+    return metrics
+
+
+def _float_classifier_exports(model, tmp_dir, test_inputs, test_labels):
+    """Writes SavedModel + TFLite float32 and dynamic-range of a float-input classifier into `tmp_dir`; checks them."""
     test_inputs = np.asarray(test_inputs, np.float32)
     keras_probabilities = predict_batches(lambda x: model.predict_on_batch(x), test_inputs)
-    tmp_dir, final_dir = _fresh_export_dir(run_dir)
-    metrics = {**(extra_metrics or {}), "input_shape": list(test_inputs.shape[1:]),
-               "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
+    metrics = {"input_shape": list(test_inputs.shape[1:]), "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
     saved_model_dir = os.path.join(tmp_dir, "saved_model")
     model.export(saved_model_dir, format="tf_saved_model", verbose=False)
     probabilities = predict_batches(SavedModelClassifier(saved_model_dir, tf.float32), test_inputs)
@@ -283,10 +294,72 @@ def export_feature_classifier(model, run_dir, class_names, test_inputs, test_lab
         metrics[variant] = _variant_metrics(probabilities, keras_probabilities, test_labels, path)
         if variant == "float32":
             _check(metrics[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, metrics, tmp_dir)
+    return metrics
+
+
+def _write_metrics(metrics, tmp_dir):
     with open(os.path.join(tmp_dir, "export_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+
+
+def export_video_classifier(model, stream_model, run_dir, class_names, test_clips, test_labels):
+    """Video: the clip classifier as a SavedModel and TFLite (float32, dynamic-range), and its stream
+    form as a float32 TFLite model whose signature carries the states; each checked, then kept.
+
+    The stream form runs every test clip one frame at a time from zero states, in Keras and in
+    TFLite; its last output must equal the Keras clip model's within 1e-5 in Keras and 1e-3 in
+    TFLite. Returns (metrics, the TFLite stream's probabilities after each frame [clips, frames, classes]).
+    """
+    test_clips = np.asarray(test_clips, np.float32)
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    metrics = _float_classifier_exports(model, tmp_dir, test_clips, test_labels)
+    reference = predict_batches(lambda x: model.predict_on_batch(x), test_clips)
+    keras_stream = predict_batches(lambda x: stream_outputs(stream_model, x), test_clips)
+    metrics["keras_stream"] = {"max_abs_diff": float(np.abs(keras_stream[:, -1] - reference).max())}
+    _check(metrics["keras_stream"]["max_abs_diff"] <= KERAS_STREAM_TOLERANCE, "keras_stream", metrics, tmp_dir)
+    stream_dir = os.path.join(tmp_dir, "stream_saved_model")
+    stream_model.export(stream_dir, format="tf_saved_model", verbose=False)
+    path = os.path.join(tmp_dir, "stream_float32.tflite")
+    with open(path, "wb") as f:
+        f.write(convert_tflite(stream_dir, "float32"))  # builtin ops only, or it raises
+    shutil.rmtree(stream_dir)  # the stream form is for TFLite; the clip SavedModel is the served one
+    stream, seconds = TFLiteStream(path), []
+    tflite_stream = np.stack([stream.run(clip[None], seconds)[0] for clip in test_clips])
+    metrics["stream_float32"] = {
+        **_variant_metrics(tflite_stream[:, -1], reference, test_labels, path),
+        "ms_per_frame_median": 1000 * float(np.median(seconds)), "ms_per_frame_mean": 1000 * float(np.mean(seconds)),
+        "states": len(stream.state_names), "ops": sorted(stream.op_names),
+    }
+    _check(metrics["stream_float32"]["max_abs_diff"] <= STREAM_TFLITE_TOLERANCE, "stream_float32", metrics, tmp_dir)
+    _write_metrics(metrics, tmp_dir)
     _keep(tmp_dir, final_dir, class_names)
-    return metrics
+    return metrics, tflite_stream
+
+
+class TFLiteStream:
+    """A stream-form TFLite model ({"image", **states} -> {"probabilities", **states}) run with LiteRT."""
+
+    def __init__(self, path):
+        interpreter = Interpreter(model_path=path)
+        self.runner = interpreter.get_signature_runner()
+        self.inputs = self.runner.get_input_details()
+        self.state_names = [name for name in self.inputs if name != "image"]
+        self.op_names = op_names(interpreter)
+
+    def run(self, video, seconds=None):
+        """Probabilities after each step over video [1, frames, h, w, 3]: [1, steps, classes]. Appends each
+        step's wall time to `seconds` if given."""
+        step = self.inputs["image"]["shape"][1]
+        states = {name: np.zeros([1, *self.inputs[name]["shape"][1:]], np.float32) for name in self.state_names}
+        outputs = []
+        for start in range(0, video.shape[1], step):
+            began = time.perf_counter()
+            result = self.runner(image=np.asarray(video[:, start:start + step], np.float32), **states)
+            if seconds is not None:
+                seconds.append(time.perf_counter() - began)
+            states = {name: result[name] for name in self.state_names}
+            outputs.append(result["probabilities"])
+        return np.stack(outputs, axis=1)
 
 
 def load_feature_classifier(run_dir, fmt="saved_model"):

@@ -145,3 +145,23 @@ def plot_box_grid(images, true_boxes, predicted_boxes, captions, path, title="",
         ax.set_title(caption, fontsize=8)
     figure.suptitle(title)
     save_figure(figure, path)
+
+
+def plot_stream_probabilities(clips, probabilities, true_names, class_names, path, frames_shown=4, top=4):
+    """Per clip, a row: a few of its frames, then the stream model's top class probabilities after each frame."""
+    figure, axes = plt.subplots(len(clips), frames_shown + 1, figsize=(2 * frames_shown + 5, 2.3 * len(clips)),
+                                squeeze=False, gridspec_kw={"width_ratios": [1] * frames_shown + [2.5]})
+    for row, (clip, per_frame, truth) in enumerate(zip(clips, probabilities, true_names)):
+        shown = np.linspace(0, len(clip) - 1, frames_shown).round().astype(int)
+        for ax, frame in zip(axes[row], shown):
+            ax.imshow(np.clip(clip[frame], 0, 1))
+            ax.set_title(f"frame {frame + 1}", fontsize=8)
+            ax.axis("off")
+        ax = axes[row, -1]
+        for i in np.argsort(-per_frame[-1])[:top]:
+            ax.plot(np.arange(1, len(per_frame) + 1), per_frame[:, i], marker="o", ms=3, label=class_names[i],
+                    lw=2.5 if class_names[i] == truth else 1)
+        ax.set(ylim=(0, 1), xlabel="frames seen", ylabel="probability", title=f"true: {truth}")
+        ax.legend(fontsize=7, loc="upper left")
+    figure.suptitle("Stream model: class probabilities after each frame")
+    save_figure(figure, path)

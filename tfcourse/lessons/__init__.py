@@ -39,6 +39,10 @@ LESSONS = {
         "dann",
         "Domain-adversarial training (gradient reversal) from MNIST to a self-built MNIST-M vs source-only and target-trained.",
     ),
+    "video-movinet": (
+        "video_movinet",
+        "Video classification: a causal MoViNet-A0 frozen, then fine-tuned; a stream TFLite model checked frame by frame.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

@@ -43,6 +43,11 @@ def open_interpreter(path, keep_intermediates=False):
     return interpreter
 
 
+def op_names(interpreter):
+    """The set of op names a TFLite model runs (a Flex op would show as "DELEGATE" or a custom op name)."""
+    return {op["op_name"] for op in interpreter._get_ops_details()}  # the public API lists tensors but not the graph
+
+
 def read_tflite_ops(interpreter, op_names):
     """[(op, [dequantized constant inputs, None for activations])] of the ops named, in execution order.
 
