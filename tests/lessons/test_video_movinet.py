@@ -95,6 +95,7 @@ def test_missing_or_foreign_checkpoints_are_refused(tmp_path):
     backbone = movinet.movinet_backbone("tiny", causal=True, size=SIZE)
     with pytest.raises(UserError, match="not a TF checkpoint"):
         movinet.load_model_garden_checkpoint(backbone, str(tmp_path))
-    prefix = tf.train.Checkpoint(model=tf.Module()).write(str(tmp_path / "other" / "ckpt"))
+    prefix = tf.train.Checkpoint(model=tf.Module()).write(str(tmp_path / "unpacked" / "movinet_a0" / "ckpt-1"))
+    assert movinet.model_garden_checkpoint_path(str(tmp_path / "unpacked")) == prefix  # found at any depth
     with pytest.raises(UserError, match="has no weight for stem_conv3d/kernel"):
-        movinet.load_model_garden_checkpoint(backbone, prefix)
+        movinet.load_model_garden_checkpoint(backbone, str(tmp_path / "unpacked"))

@@ -147,3 +147,16 @@ def test_only_a_causal_classifier_streams_and_specs_are_checked():
         movinet.stream_classifier(_classifier(causal=False), "tiny", SIZE)
     with pytest.raises(UserError, match="a7"):
         movinet.movinet_backbone("a7")
+
+
+def test_base_form_converts_with_builtin_ops_only_and_matches(tmp_path):
+    classifier = _classifier(causal=False, frames=FRAMES)
+    classifier.export(str(tmp_path / "base"), verbose=False)
+    tflite_path = tmp_path / "base.tflite"
+    tflite_path.write_bytes(convert_tflite(str(tmp_path / "base"), "float32"))
+    interpreter = open_interpreter(str(tflite_path))
+    assert "CONV_3D" in op_names(interpreter) and all(name.isupper() for name in op_names(interpreter))
+    video = _video(batch=1)
+    runner = interpreter.get_signature_runner()
+    [probabilities] = runner(image=video).values()
+    np.testing.assert_allclose(probabilities, classifier(video).numpy(), atol=1e-5)

@@ -412,13 +412,19 @@ _MODEL_GARDEN_PARTS = {
 
 
 def model_garden_checkpoint_path(checkpoint):
-    """A checkpoint prefix from a URL of a Model Garden .tar.gz (downloaded once), a folder or a prefix."""
+    """A checkpoint prefix from a URL of a Model Garden .tar.gz (downloaded once), a folder holding one
+    checkpoint (at any depth, as the archives unpack), or a prefix."""
     if checkpoint.startswith(("http://", "https://")):
         name = os.path.basename(checkpoint).removesuffix(".tar.gz")
-        folder = keras.utils.get_file(name, checkpoint, untar=True, cache_subdir="movinet")
-        checkpoint = os.path.join(folder, name) if os.path.isdir(os.path.join(folder, name)) else folder
-    prefix = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
-    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+        checkpoint = keras.utils.get_file(name, checkpoint, extract=True, cache_subdir="movinet")
+    prefix = checkpoint
+    if os.path.isdir(checkpoint):
+        indexes = sorted(os.path.join(d, f) for d, _, files in os.walk(checkpoint) for f in files if f.endswith(".index"))
+        if len(indexes) > 1:
+            raise UserError(f"model.checkpoint = {checkpoint!r} holds {len(indexes)} checkpoints; give one prefix, "
+                            f"e.g. {indexes[-1].removesuffix('.index')!r}.")
+        prefix = indexes[0].removesuffix(".index") if indexes else checkpoint
+    if not tf.io.gfile.exists(prefix + ".index"):
         raise UserError(f"model.checkpoint = {checkpoint!r} is not a TF checkpoint (no .index file found).")
     return prefix
 
