@@ -11,7 +11,6 @@ frame, the op set, the model size and the stream-vs-clip difference after the la
 import argparse
 import os
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -30,6 +30,7 @@ def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
         test = report["metrics"][stage]["test"]
         assert test["top_5_accuracy"] >= test["accuracy"] and np.sum(test["confusion_matrix"]) == 12
     stream = report["export"]["stream_float32"]
+    assert report["export"]["input_shape"] == [6, SIZE, SIZE, 3]
     assert stream["max_abs_diff"] <= 1e-3 and report["export"]["keras_stream"]["max_abs_diff"] <= 1e-5
     assert stream["states"] == len(movinet.stream_state_shapes("tiny", SIZE)) and stream["ms_per_frame_median"] > 0
     assert "CONV_3D" in stream["ops"] and all(op.isupper() for op in stream["ops"])  # builtin ops only
@@ -43,6 +44,13 @@ def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
     assert abs(sum(by_class["tflite"].values()) - 1) < 1e-5
     with pytest.raises(UserError, match="no_such.mp4"):
         cli.predict_files(str(tmp_path), [str(tmp_path / "no_such.mp4")], 2, "tflite")
+
+
+def test_export_check_clips_are_spread_over_the_classes():
+    labels = np.repeat(np.arange(4), 10)  # ordered by class, as the splits are
+    dataset = video.video_array_dataset(np.zeros((40, 2, 4, 4, 3), np.uint8), labels, 8, training=False, seed=0)
+    clips, picked = video_movinet.clips_and_labels(dataset, 8, 8)
+    assert clips.shape == (8, 2, 4, 4, 3) and picked.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def _checked_models(frames=4):

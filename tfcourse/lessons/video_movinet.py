@@ -140,14 +140,14 @@ def _write_synthetic_actions(data, root):
     return {**summary, "root": root, "backgrounds": background_source}
 
 
-def clips_and_labels(dataset, limit):
-    """The first `limit` clips of a batched dataset as arrays (the export checks run on them)."""
+def clips_and_labels(dataset, limit, batch_size):
+    """About `limit` clips spread evenly over a batched dataset (whose splits are ordered by class), as arrays."""
+    batches = int(dataset.cardinality())
+    every = max(1, batches * batch_size // limit) if batches > 0 else 1
     clips, labels = [], []
-    for batch_clips, batch_labels in dataset:
+    for batch_clips, batch_labels in dataset.unbatch().shard(every, 0).batch(batch_size).take(-(-limit // batch_size)):
         clips.append(batch_clips.numpy())
         labels.append(batch_labels.numpy())
-        if sum(map(len, labels)) >= limit:
-            break
     return np.concatenate(clips)[:limit], np.concatenate(labels)[:limit]
 
 
@@ -215,7 +215,7 @@ def run(config, run_dir):
     if chosen == "frozen":
         model.load_weights(frozen_weights)
     with timings("export"):
-        test_clips, test_labels = clips_and_labels(datasets["test"], config.export.check_clips)
+        test_clips, test_labels = clips_and_labels(datasets["test"], config.export.check_clips, config.data.batch_size)
         stream = movinet.stream_classifier(model, config.model.spec, config.data.size)
         export_metrics, stream_probabilities = export.export_video_classifier(
             model, stream, run_dir, class_names, test_clips, test_labels)
@@ -225,7 +225,7 @@ def run(config, run_dir):
                              os.path.join(run_dir, "training_curves.png"), "video-movinet: frozen, then fine-tuned")
     viz.plot_confusion_matrix(results[chosen]["test"]["confusion_matrix"], class_names,
                               os.path.join(run_dir, "confusion_matrix.png"), f"{chosen} model, test split")
-    shown = range(min(config.export.plot_clips, len(test_clips)))
+    shown = [int(np.flatnonzero(test_labels == label)[0]) for label in np.unique(test_labels)][:config.export.plot_clips]
     viz.plot_stream_probabilities([test_clips[i] for i in shown], [stream_probabilities[i] for i in shown],
                                   [class_names[test_labels[i]] for i in shown], class_names,
                                   os.path.join(run_dir, "stream_probabilities.png"))
