@@ -1,6 +1,6 @@
 """Per-frame latency of the MoViNet-A0 stream TFLite model (float32, builtin ops) on this CPU.
 
-    PYTHONPATH=. python benchmarks/movinet_stream_latency.py [--size 172] [--frames 50] [--threads N]
+    PYTHONPATH=. python benchmarks/movinet_stream_latency.py [--size 172] [--frames 50]
 
 Builds the causal A0 classifier (600 classes, Kinetics-600's head, random weights: latency does not
 depend on them), converts its stream form, runs `frames` frames one at a time through LiteRT
@@ -15,7 +15,6 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from tfcourse.export import TFLiteStream, convert_tflite  # noqa: E402
 from tfcourse.models import movinet  # noqa: E402
@@ -25,7 +24,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=movinet.INPUT_SIZE)
     parser.add_argument("--frames", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     model = movinet.movinet_classifier(movinet.movinet_backbone("a0", causal=True, size=args.size), 600, 2048)
     stream = movinet.stream_classifier(model, "a0", args.size)
@@ -36,15 +34,12 @@ def main():
         with open(path, "wb") as f:
             f.write(convert_tflite(os.path.join(tmp, "stream"), "float32"))
         runner = TFLiteStream(path)
-        if args.threads:
-            runner.runner = Interpreter(model_path=path, num_threads=args.threads).get_signature_runner()
         seconds = []
         per_frame = runner.run(video, seconds)
         size_mb = os.path.getsize(path) / 1e6
     seconds = np.array(seconds[5:]) * 1000
     difference = np.abs(per_frame[:, -1] - model.predict_on_batch(video)).max()
-    print(f"MoViNet-A0 stream TFLite at {args.size} px, {args.frames} frames (after 5 warm-up), {os.cpu_count()} CPUs, "
-          f"threads={args.threads or 'default'}")
+    print(f"MoViNet-A0 stream TFLite at {args.size} px, {args.frames} frames (after 5 warm-up), {os.cpu_count()} CPUs")
     print(f"ms per frame: median {np.median(seconds):.2f}, mean {seconds.mean():.2f}, p90 {np.percentile(seconds, 90):.2f}")
     print(f"{len(runner.state_names)} state tensors, {size_mb:.2f} MB, ops: {', '.join(sorted(runner.op_names))}")
     print(f"last frame vs whole clip (Keras): max abs diff {difference:.2e}")

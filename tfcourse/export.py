@@ -270,14 +270,17 @@ def export_feature_classifier(model, run_dir, class_names, test_inputs, test_lab
     is written into export_metrics.json too; `load_feature_classifier` reads the export back.
     """
     tmp_dir, final_dir = _fresh_export_dir(run_dir)
-    metrics = {**(extra_metrics or {}), **_float_classifier_exports(model, tmp_dir, test_inputs, test_labels)}
+    metrics, _ = _float_classifier_exports(model, tmp_dir, test_inputs, test_labels)
+    metrics = {**(extra_metrics or {}), **metrics}
     _write_metrics(metrics, tmp_dir)
     _keep(tmp_dir, final_dir, class_names)
     return metrics
 
 
 def _float_classifier_exports(model, tmp_dir, test_inputs, test_labels):
-    """Writes SavedModel + TFLite float32 and dynamic-range of a float-input classifier into `tmp_dir`; checks them."""
+    """Writes SavedModel + TFLite float32 and dynamic-range of a float-input classifier into `tmp_dir`; checks them.
+
+    Returns (metrics, the Keras model's probabilities on `test_inputs`)."""
     test_inputs = np.asarray(test_inputs, np.float32)
     keras_probabilities = predict_batches(lambda x: model.predict_on_batch(x), test_inputs)
     metrics = {"input_shape": list(test_inputs.shape[1:]), "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
@@ -294,7 +297,7 @@ def _float_classifier_exports(model, tmp_dir, test_inputs, test_labels):
         metrics[variant] = _variant_metrics(probabilities, keras_probabilities, test_labels, path)
         if variant == "float32":
             _check(metrics[variant]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, variant, metrics, tmp_dir)
-    return metrics
+    return metrics, keras_probabilities
 
 
 def _write_metrics(metrics, tmp_dir):
@@ -312,8 +315,7 @@ def export_video_classifier(model, stream_model, run_dir, class_names, test_clip
     """
     test_clips = np.asarray(test_clips, np.float32)
     tmp_dir, final_dir = _fresh_export_dir(run_dir)
-    metrics = _float_classifier_exports(model, tmp_dir, test_clips, test_labels)
-    reference = predict_batches(lambda x: model.predict_on_batch(x), test_clips)
+    metrics, reference = _float_classifier_exports(model, tmp_dir, test_clips, test_labels)
     keras_stream = predict_batches(lambda x: stream_outputs(stream_model, x), test_clips)
     metrics["keras_stream"] = {"max_abs_diff": float(np.abs(keras_stream[:, -1] - reference).max())}
     _check(metrics["keras_stream"]["max_abs_diff"] <= KERAS_STREAM_TOLERANCE, "keras_stream", metrics, tmp_dir)

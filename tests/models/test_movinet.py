@@ -5,7 +5,7 @@ import scipy.signal
 
 from tfcourse import UserError
 from tfcourse.models import movinet
-from tfcourse.export import convert_tflite
+from tfcourse.export import TFLiteStream, convert_tflite
 from tfcourse.models.tflite_import import op_names, open_interpreter
 
 SIZE = 48
@@ -128,18 +128,14 @@ def test_stream_tflite_has_builtin_ops_only_and_matches_frame_by_frame(tmp_path)
     stream.export(str(tmp_path / "stream"), verbose=False)
     tflite_path = tmp_path / "stream.tflite"
     tflite_path.write_bytes(convert_tflite(str(tmp_path / "stream"), "float32"))  # builtin ops only, or it raises
-    interpreter = open_interpreter(str(tflite_path))
-    assert {"CONV_3D", "DEPTHWISE_CONV_2D", "CONCATENATION"} <= op_names(interpreter)
-    assert all(name.isupper() for name in op_names(interpreter))  # no custom or Flex ops
-    runner = interpreter.get_signature_runner()
+    stream_tflite = TFLiteStream(str(tflite_path))
+    assert {"CONV_3D", "DEPTHWISE_CONV_2D", "CONCATENATION"} <= stream_tflite.op_names
+    assert all(name.isupper() for name in stream_tflite.op_names)  # no custom or Flex ops
+    assert len(stream_tflite.state_names) == len(movinet.stream_state_shapes("tiny", SIZE))
     video = _video(batch=1)
-    states = {name: np.zeros([1, *d["shape"][1:]], np.float32) for name, d in runner.get_input_details().items()
-              if name != "image"}
-    assert len(states) == len(movinet.stream_state_shapes("tiny", SIZE))
-    for frame in range(FRAMES):
-        outputs = runner(image=video[:, frame:frame + 1], **states)
-        states = {name: outputs[name] for name in states}
-    np.testing.assert_allclose(outputs["probabilities"], classifier(video).numpy(), atol=1e-5)
+    per_frame = stream_tflite.run(video)
+    assert per_frame.shape == (1, FRAMES, 5)
+    np.testing.assert_allclose(per_frame[:, -1], classifier(video).numpy(), atol=1e-5)
 
 
 def test_only_a_causal_classifier_streams_and_specs_are_checked():
