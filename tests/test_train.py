@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -16,6 +17,71 @@ def test_strategy_choice_on_a_machine_without_accelerators():
         train.get_strategy("tpu")
     with pytest.raises(UserError, match="auto, default, mirrored"):
         train.get_strategy("gpu")
+
+
+class _FakeTPU:
+    """Records how get_strategy sets up a TPU it was given by the cluster resolver."""
+
+    calls = []
+
+    def __init__(self, *args, **kwargs):
+        _FakeTPU.calls.append(("resolver", args, kwargs))
+
+
+def test_tpu_is_chosen_through_the_cluster_resolver(monkeypatch):
+    resolver = object()
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda: resolver)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda r: _FakeTPU.calls.append(("connect", r)))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda r: _FakeTPU.calls.append(("init", r)))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", lambda r: ("TPUStrategy", r))
+    for name in ("tpu", "auto"):
+        _FakeTPU.calls.clear()
+        assert train.get_strategy(name) == ("TPUStrategy", resolver)
+        assert _FakeTPU.calls == [("connect", resolver), ("init", resolver)]  # connected, then initialised
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UserError, match="needs TF_CONFIG"):
+        train.get_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}')
+    with pytest.raises(UserError, match="lists no 'worker'"):
+        train.get_strategy("multi_worker")
+
+
+def test_the_chief_writes_the_run_and_other_workers_their_own_folders(monkeypatch):
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    for task, expected in (({"type": "worker", "index": 0}, None), ({"type": "worker", "index": 1}, "worker-1")):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        assert train.non_chief_task() == expected
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["127.0.0.1:3"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert train.non_chief_task() == "worker-0"
+    monkeypatch.delenv("TF_CONFIG")
+    assert train.non_chief_task() is None
+
+
+def test_global_batch_and_learning_rate_scale_with_replicas():
+    strategy = tf.distribute.get_strategy()
+    assert train.global_batch_size(16, strategy) == 16 and train.scaled_learning_rate(1e-3, strategy) == 1e-3
+
+    class FourReplicas:
+        num_replicas_in_sync = 4
+
+    assert train.global_batch_size(16, FourReplicas) == 64
+    assert train.scaled_learning_rate(1e-3, FourReplicas) == pytest.approx(4e-3)
+    model = _model()
+    train.compile_classifier(model, 1e-3, FourReplicas)
+    assert float(model.optimizer.learning_rate) == pytest.approx(4e-3)
+
+
+def test_cpu_devices_must_be_a_count_set_before_tensorflow_starts(monkeypatch):
+    monkeypatch.setenv(train.CPU_DEVICES_VARIABLE, "two")
+    with pytest.raises(UserError, match="whole number"):
+        train.split_cpu()
+    monkeypatch.setenv(train.CPU_DEVICES_VARIABLE, str(len(tf.config.list_logical_devices("CPU")) + 1))
+    with pytest.raises(UserError, match="too late"):  # this test process has started TensorFlow
+        train.split_cpu()
 
 
 def _model():
@@ -68,6 +134,86 @@ def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_pa
     for a, b in zip(again.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert os.path.isfile(os.path.join(stage, "best.keras"))
+
+
+def _interrupted_stage(tmp_path, monkeypatch, epoch):
+    """A stage of 5 epochs killed when `epoch` begins; -> (data, stage dir)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    stage = str(tmp_path / "stage")
+    keras.utils.set_random_seed(0)
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
+        self, *a, **{**k, "callbacks": k["callbacks"] + [_FailOnEpoch(epoch)]}))
+    with pytest.raises(KeyboardInterrupt):
+        train.fit_stage(_model(), data, data, epochs=5, stage_dir=stage, patience=10)
+    monkeypatch.setattr(keras.Model, "fit", real_fit)
+    return data, stage
+
+
+def _resume(data, stage, monkeypatch):
+    """Reruns the stage; -> (the epochs it trained, the model)."""
+    epochs_run, real_fit = [], keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
+        self, *a, **{**k, "callbacks": k["callbacks"] + [keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch))]}))
+    model = _model()
+    train.fit_stage(model, data, data, epochs=5, stage_dir=stage, patience=10)
+    return epochs_run, model
+
+
+def test_backups_are_complete_folders_with_checksums_and_two_are_kept(tmp_path, monkeypatch):
+    _, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=4)
+    backups = sorted(os.listdir(os.path.join(stage, "backup")))
+    assert backups == ["epoch-0003", "epoch-0004"]
+    with open(os.path.join(stage, "backup", "epoch-0004", "state.json")) as f:
+        state = json.load(f)
+    assert state["epoch"] == 4 and set(state["sha256"]) >= {"weights.weights.h5", "best_weights.npz"}
+    assert state["checkpoint_best"] == pytest.approx(state["early_stopping"]["best"])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_a_byte", "delete_state"])
+def test_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, monkeypatch, capsys, damage):
+    data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=4)
+    newest = os.path.join(stage, "backup", "epoch-0004")
+    weights = os.path.join(newest, "weights.weights.h5")
+    if damage == "truncate":
+        with open(weights, "r+b") as f:
+            f.truncate(os.path.getsize(weights) // 2)
+    elif damage == "flip_a_byte":  # the file still loads: only the checksum tells
+        with open(weights, "r+b") as f:
+            f.seek(os.path.getsize(weights) - 64)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        os.remove(os.path.join(newest, "state.json"))
+    epochs_run, _ = _resume(data, stage, monkeypatch)
+    assert epochs_run == [3, 4]  # resumed after epoch 3, the previous backup
+    err = capsys.readouterr().err
+    assert "epoch-0004 is unusable" in err and "previous backup is tried" in err
+    assert os.path.isdir(os.path.join(stage, "corrupt_backups", "epoch-0004"))  # kept, never trained on
+
+
+def test_with_every_backup_damaged_the_stage_starts_over_with_a_warning(tmp_path, monkeypatch, capsys):
+    data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=4)
+    for name in ("epoch-0003", "epoch-0004"):
+        with open(os.path.join(stage, "backup", name, "weights.weights.h5"), "wb") as f:
+            f.write(b"not a weights file")
+    epochs_run, model = _resume(data, stage, monkeypatch)
+    assert epochs_run == [0, 1, 2, 3, 4]
+    assert "this stage starts over from its first epoch" in capsys.readouterr().err
+    history = train.read_csv_log(os.path.join(stage, "log.csv"))
+    assert len(history["loss"]) == 5
+
+
+def test_a_resumed_stage_does_not_leak_its_start_epoch_into_the_next_fit(tmp_path, monkeypatch):
+    data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=3)
+    _, model = _resume(data, stage, monkeypatch)
+    assert model._initial_epoch is None  # Keras' BackupAndRestore leaves it set: a 2nd stage would skip epochs
+    history = train.fit_stage(model, data, data, epochs=2, stage_dir=str(tmp_path / "next"), patience=10)
+    assert len(history["loss"]) == 2
 
 
 def test_mixed_precision_computes_in_float16_and_outputs_float32():

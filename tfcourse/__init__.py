@@ -8,3 +8,10 @@ class UserError(ValueError):
 
     The command line prints it as one paragraph and exits with status 2.
     """
+
+
+class ExportCheckFailed(RuntimeError):
+    """An exported model failed its check against the Keras model; nothing was replaced.
+
+    The command line prints it and exits with status 1.
+    """

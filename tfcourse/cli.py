@@ -5,6 +5,7 @@
     tfcourse evaluate RUN_DIR --data PATH [--format saved_model|tflite|tflite-dynamic|tflite-int8]
     tfcourse predict RUN_DIR FILE... [--top-k K] [--format ...]
     tfcourse explain RUN_DIR IMAGE... [--out DIR] [--layers NAME ...] [--methods vanilla smoothgrad gradcam]
+    tfcourse bench [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
 
 Bad input exits with status 2 and a one-paragraph message naming what was wrong.
 """
@@ -16,7 +17,7 @@ import sys
 
 import numpy as np
 
-from tfcourse import UserError
+from tfcourse import ExportCheckFailed, UserError
 from tfcourse.lessons import LESSONS
 
 
@@ -59,6 +60,15 @@ def _parser():
     explain.add_argument("--gradcam-layer", help="default: the last 4-D feature map before global pooling")
     explain.add_argument("--smoothgrad-samples", type=int, default=25)
     explain.add_argument("--smoothgrad-noise", type=float, default=0.15)
+
+    bench = commands.add_parser(
+        "bench", help="measure the crop-disease model: input pipeline, embedding cache, inference, FLOP/s, scaling",
+        description="Takes crop-disease's config (--config/--set, plus bench.* settings); writes bench.json and bench.md.")
+    bench.add_argument("--config", help="YAML file of overrides of crop-disease's defaults")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a dotted override, e.g. --set bench.latency_calls=50 (repeatable)")
+    bench.add_argument("--smoke", action="store_true", help="synthetic images and a tiny random model")
+    bench.add_argument("--out", help="where bench.json and bench.md go (default: saved_models/bench)")
     return parser
 
 
@@ -78,21 +88,41 @@ def main(argv=None):
             print(json.dumps(predict_files(args.run_dir, args.files, args.top_k, args.format), indent=2))
         elif args.command == "explain":
             explain_run(args)
+        elif args.command == "bench":
+            run_bench(args)
     except UserError as error:
         print(f"tfcourse {args.command}: {error}", file=sys.stderr)
         return 2
+    except ExportCheckFailed as error:  # not bad input: the trained model failed its export check
+        print(f"tfcourse {args.command}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def run_lesson(args):
     from tfcourse import config as config_lib
+    from tfcourse import train
     from tfcourse.lessons import load_lesson
 
+    train.split_cpu()  # before TensorFlow starts
     lesson = load_lesson(args.lesson)
     config = config_lib.load(lesson.Config, args.config, args.overrides, base=lesson.SMOKE if args.smoke else None)
     run_dir = args.out or os.path.join("saved_models", args.lesson + ("-smoke" if args.smoke else ""))
+    worker = train.non_chief_task()
+    if worker:  # a multi-worker run: only the chief writes the run directory
+        run_dir = os.path.join(run_dir, "workers", worker)
     lesson.run(config, run_dir)
     print(f"Run directory: {os.path.abspath(run_dir)}")
+
+
+def run_bench(args):
+    from tfcourse import bench
+    from tfcourse import config as config_lib
+
+    config = config_lib.load(bench.Config, args.config, args.overrides, base=bench.SMOKE if args.smoke else None)
+    out_dir = args.out or os.path.join("saved_models", "bench-smoke" if args.smoke else "bench")
+    bench.run(config, out_dir)
+    print(f"bench.json and bench.md written to {os.path.abspath(out_dir)}")
 
 
 def explain_run(args):

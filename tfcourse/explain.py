@@ -29,12 +29,14 @@ import os
 import pkgutil
 import re
 import weakref
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfcourse import UserError, viz
+from tfcourse.data import images as data_images
 
 METHODS = ("vanilla", "smoothgrad", "gradcam")
 # Layers that only prepare pixels: never the Grad-CAM feature map.
@@ -403,10 +405,16 @@ def _register_custom_layers():
 def load_keras_model(path):
     """keras.models.load_model in safe mode (the default, never turned off); errors name the file."""
     _register_custom_layers()
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path!r} is not a .keras file: a .keras model is a zip archive, and this file is not one.")
     try:
         return keras.models.load_model(path)
     except (ValueError, TypeError, OSError) as error:
-        raise UserError(f"{path!r} cannot be loaded as a Keras model in safe mode: {str(error).splitlines()[0]}") from None
+        message = str(error).splitlines()[0].split(" If you trust the source")[0]  # safe mode is never turned off here
+        if "Lambda" in message:
+            message = ("the file contains a Lambda layer, that is arbitrary Python code, which Keras safe mode refuses "
+                       f"to load ({message})")
+        raise UserError(f"{path!r} cannot be loaded as a Keras model in safe mode: {message}") from None
 
 
 def find_run_model(run_dir):
@@ -482,8 +490,12 @@ def read_images(files, height, width, channels):
     """-> (uint8 images [n, height, width, channels], files read, skipped [{"path", "reason"}])."""
     pixels, read, skipped = [], [], []
     for path in files:
+        contents = tf.io.read_file(path)
+        problem = data_images.size_problem(contents)  # e.g. a decompression bomb, refused before decoding
         try:
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            if problem:
+                raise ValueError(problem)
+            image = data_images.decode_unresized(contents, channels)
         except (tf.errors.OpError, ValueError) as error:
             message = (getattr(error, "message", str(error)) or type(error).__name__).splitlines()[0]
             message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)  # TensorFlow's op prefix and suffix

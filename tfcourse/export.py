@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tfcourse import UserError
+from tfcourse import ExportCheckFailed, UserError
 from tfcourse.models.movinet import stream_outputs
 from tfcourse.models.tflite_import import op_names
 
@@ -32,10 +32,6 @@ SAVED_MODEL_TOLERANCE = 1e-4
 FLOAT_TFLITE_TOLERANCE = 1e-4
 KERAS_STREAM_TOLERANCE = 1e-5  # the stream form frame by frame vs the clip form, both Keras
 STREAM_TFLITE_TOLERANCE = 1e-3  # the float32 stream TFLite frame by frame vs the Keras clip form
-
-
-class ExportCheckFailed(RuntimeError):
-    pass
 
 
 def convert_tflite(saved_model_dir, variant, representative_images=None):
@@ -62,7 +58,7 @@ class TFLiteModel:
     """A TFLite model run with LiteRT (resized to each input's shape); quantized outputs are dequantized."""
 
     def __init__(self, path):
-        self.interpreter = Interpreter(model_path=path)
+        self.interpreter = _tflite_interpreter(path)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._input_shape = None
@@ -82,12 +78,45 @@ class TFLiteModel:
         return output
 
 
+def load_saved_model(path):
+    """`tf.saved_model.load`, with a UserError naming `path` where it is not a readable SavedModel folder."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"{path!r} is not a SavedModel folder: it holds no saved_model.pb.")
+    try:
+        return tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise UserError(f"{path!r} cannot be loaded as a SavedModel: {str(error).splitlines()[0]}") from None
+
+
+def _serve_signature(loaded, path):
+    if "serve" not in loaded.signatures:
+        raise UserError(f"SavedModel {path!r} has no `serve` signature (it has {sorted(loaded.signatures)}): "
+                        "it is not a tfcourse export.")
+    return loaded.signatures["serve"]
+
+
+def _tflite_interpreter(path):
+    """A LiteRT Interpreter of `path`, with a UserError naming it where it is not a TFLite model."""
+    try:
+        return Interpreter(model_path=path)
+    except ValueError as error:
+        raise UserError(f"{path!r} cannot be loaded as a TFLite model: {str(error).splitlines()[0]}") from None
+
+
+def _read_export_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"The export's {path!r} cannot be read: {error}. Export the run again.") from None
+
+
 class SavedModelClassifier:
     """The exported SavedModel's `serve` signature on uint8 image batches (or `input_dtype` ones)."""
 
     def __init__(self, path, input_dtype=tf.uint8):
-        self.loaded = tf.saved_model.load(path)  # kept: its variables live as long as it does
-        self.serve = self.loaded.signatures["serve"]
+        self.loaded = load_saved_model(path)  # kept: its variables live as long as it does
+        self.serve = _serve_signature(self.loaded, path)
         self.input_dtype = input_dtype
 
     def __call__(self, images):
@@ -108,7 +137,7 @@ def load_exported(run_dir, fmt="saved_model"):
 
     The SavedModel is a program: only load exports of runs you trust.
     """
-    export_dir = os.path.join(run_dir, "export")
+    export_dir = run_export_dir(run_dir)
     if fmt not in _FORMAT_FILES:
         raise UserError(f"--format {fmt!r} is not an export format; choose one of: {', '.join(FORMATS)}.")
     path = os.path.join(export_dir, _FORMAT_FILES[fmt])
@@ -120,8 +149,7 @@ def load_exported(run_dir, fmt="saved_model"):
         )
     with open(labels_path) as f:
         class_names = f.read().splitlines()
-    with open(os.path.join(export_dir, "export_metrics.json")) as f:
-        image_size = json.load(f)["image_size"]
+    image_size = _read_export_json(os.path.join(export_dir, "export_metrics.json"))["image_size"]
     if fmt == "saved_model":
         predict = SavedModelClassifier(path)
     else:
@@ -197,7 +225,7 @@ def _check(passed, variant, metrics, tmp_dir):
 
 def _fresh_export_dir(run_dir):
     """-> (an empty `<run>/export.tmp` to write into, `<run>/export` where it goes once checked)."""
-    final_dir = os.path.join(run_dir, "export")
+    final_dir = run_export_dir(run_dir)
     tmp_dir = final_dir + ".tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
@@ -211,8 +239,19 @@ def _keep(tmp_dir, final_dir, class_names):
     _replace_dir(tmp_dir, final_dir)
 
 
+def run_export_dir(run_dir):
+    """`<run>/export`, after undoing a replacement a kill cut between its two renames (see `_replace_dir`)."""
+    final_dir = os.path.join(run_dir, "export")
+    if not os.path.exists(final_dir) and os.path.isdir(final_dir + ".old"):
+        os.rename(final_dir + ".old", final_dir)
+    return final_dir
+
+
 def _replace_dir(new_dir, final_dir):
-    """Moves `new_dir` to `final_dir`; an existing `final_dir` is kept aside until the move is done."""
+    """Moves `new_dir` to `final_dir`; an existing `final_dir` is kept aside until the move is done.
+
+    A kill between the two renames leaves `final_dir.old`, which `run_export_dir` puts back.
+    """
     old_dir = final_dir + ".old"
     shutil.rmtree(old_dir, ignore_errors=True)
     if os.path.exists(final_dir):
@@ -282,7 +321,7 @@ def _float_classifier_exports(model, tmp_dir, test_inputs, test_labels):
 
     Returns (metrics, the Keras model's probabilities on `test_inputs`)."""
     test_inputs = np.asarray(test_inputs, np.float32)
-    keras_probabilities = predict_batches(lambda x: model.predict_on_batch(x), test_inputs)
+    keras_probabilities = predict_batches(lambda x: model.predict(x, verbose=0), test_inputs)
     metrics = {"input_shape": list(test_inputs.shape[1:]), "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
     saved_model_dir = os.path.join(tmp_dir, "saved_model")
     model.export(saved_model_dir, format="tf_saved_model", verbose=False)
@@ -369,15 +408,14 @@ def load_feature_classifier(run_dir, fmt="saved_model"):
     `export_feature_classifier` export. The SavedModel is a program: only load runs you trust."""
     if fmt not in ("saved_model", "tflite", "tflite-dynamic"):
         raise UserError(f"--format {fmt!r} is not an export format of this run; choose saved_model, tflite or tflite-dynamic.")
-    export_dir = os.path.join(run_dir, "export")
+    export_dir = run_export_dir(run_dir)
     path = os.path.join(export_dir, _FORMAT_FILES[fmt])
     if not os.path.exists(path) or not os.path.isfile(os.path.join(export_dir, "labels.txt")):
         raise UserError(f"{run_dir!r} holds no exported {fmt} model ({path} or labels.txt is missing); "
                         "give the run directory that `tfcourse run` printed.")
     with open(os.path.join(export_dir, "labels.txt")) as f:
         class_names = f.read().splitlines()
-    with open(os.path.join(export_dir, "export_metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = _read_export_json(os.path.join(export_dir, "export_metrics.json"))
     predict = SavedModelClassifier(path, tf.float32) if fmt == "saved_model" else TFLiteModel(path)
     return predict, class_names, metrics
 
@@ -386,7 +424,7 @@ class TFLiteSignature:
     """A TFLite model's serving signature run with LiteRT: image batches in, {output name: array} out."""
 
     def __init__(self, path):
-        self.interpreter = Interpreter(model_path=path)
+        self.interpreter = _tflite_interpreter(path)
         name, details = next(iter(self.interpreter.get_signature_list().items()))
         self.input_name = details["inputs"][0]
         self.runner = self.interpreter.get_signature_runner(name)
@@ -413,7 +451,7 @@ def export_named_outputs(model, run_dir, test_images, class_names, score=None, b
         return {**result, **(score(outputs) if score else {})}
 
     tmp_dir, final_dir = _fresh_export_dir(run_dir)
-    reference = outputs_of(model.predict_on_batch)
+    reference = outputs_of(lambda x: model.predict(x, verbose=0))
     metrics = {"image_size": int(model.input.shape[1]), "outputs": sorted(reference),
                "keras": score(reference) if score else {}}
     saved_model_dir = os.path.join(tmp_dir, "saved_model")
@@ -437,20 +475,19 @@ def load_named_outputs(run_dir, fmt="saved_model"):
     """-> (predict: uint8 image batch -> {output name: array}, image size, class names) of an
     `export_named_outputs` export (saved_model or tflite). The SavedModel is a program: only load
     exports of runs you trust."""
-    export_dir = os.path.join(run_dir, "export")
+    export_dir = run_export_dir(run_dir)
     paths = {"saved_model": os.path.join(export_dir, "saved_model"), "tflite": os.path.join(export_dir, "model_float32.tflite")}
     if fmt not in paths:
         raise UserError(f"--format {fmt!r}: this run exports saved_model and tflite (float32) only.")
     metrics_path = os.path.join(export_dir, "export_metrics.json")
     if not os.path.exists(paths[fmt]) or not os.path.isfile(metrics_path):
         raise UserError(f"{run_dir!r} holds no exported {fmt} model ({paths[fmt]} or export_metrics.json is missing).")
-    with open(metrics_path) as f:
-        image_size = json.load(f)["image_size"]
+    image_size = _read_export_json(metrics_path)["image_size"]
     with open(os.path.join(export_dir, "labels.txt")) as f:
         class_names = f.read().splitlines()
     if fmt == "tflite":
         return TFLiteSignature(paths[fmt]), image_size, class_names
-    serve = tf.saved_model.load(paths[fmt]).signatures["serve"]
+    serve = _serve_signature(load_saved_model(paths[fmt]), paths[fmt])
     return (lambda x: {k: v.numpy() for k, v in serve(tf.constant(x)).items()}), image_size, class_names
 
 

@@ -74,7 +74,11 @@ def resolve_handle(handle):
 
 def load_module(handle):
     """`hub.load` of a URL handle, a cached module or a local SavedModel folder (see above)."""
-    return hub.load(resolve_handle(handle))
+    path = resolve_handle(handle)
+    try:
+        return hub.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:  # e.g. a saved_model.pb that does not parse
+        raise UserError(f"Hub module {handle!r} cannot be loaded as a SavedModel: {str(error).splitlines()[0]}") from None
 
 
 def _variable_name(variable):

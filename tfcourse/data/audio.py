@@ -47,8 +47,26 @@ class AudioFiles:
 
 
 def read_wav(path):
-    """A 16-bit PCM WAV file -> (float32 waveform [samples] in [-1, 1], mean over channels; int32 sample rate)."""
+    """A 16-bit PCM WAV file -> (float32 waveform [samples] in [-1, 1], mean over channels; int32 sample rate).
+
+    Given a file name as a Python string (eager use, e.g. predicting one file), a missing, empty,
+    non-16-bit or zero-length file is a UserError naming it and what is wrong.
+    """
+    if isinstance(path, (str, os.PathLike)) and tf.executing_eagerly():
+        return _read_wav_file(os.fspath(path))
     audio, sample_rate = tf.audio.decode_wav(tf.io.read_file(path))
+    return tf.reduce_mean(audio, axis=1), sample_rate
+
+
+def _read_wav_file(path):
+    if not os.path.isfile(path):
+        raise UserError(f"Audio file {path!r} does not exist.")
+    try:
+        audio, sample_rate = tf.audio.decode_wav(tf.io.read_file(path))
+    except tf.errors.OpError:
+        raise UserError(f"{path!r} cannot be read as 16-bit PCM WAV audio: {_wav_error(path)}.") from None
+    if audio.shape[0] == 0:
+        raise UserError(f"{path!r} holds no audio samples (a zero-length WAV).")
     return tf.reduce_mean(audio, axis=1), sample_rate
 
 

@@ -4,10 +4,18 @@ A folder is scanned once: every file is decoded by TensorFlow's own decoder in a
 tf.data pass, and files that fail (corrupt, truncated, not an image) are counted, named in the
 report and skipped, or stop the run when `skip_bad_files` is off. The split into
 train/validation/test is stratified per class and fixed by a seed.
+
+Every decode first reads the image size from the file's header (JPEG through
+`tf.image.extract_jpeg_shape`, PNG's IHDR, GIF's screen, BMP's and WebP's headers) and refuses an
+image over MAX_IMAGE_PIXELS before decoding it, so a decompression bomb (a small file declaring
+20000x20000 pixels) never allocates its pixels. JPEG XL, which `tf.io.decode_image` also reads, is
+refused: its size cannot be read without a bit-level parser. Valid odd formats decode to RGB:
+greyscale is repeated, alpha dropped, 16-bit scaled to 8 (value // 256), CMYK JPEG converted.
 """
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +26,8 @@ from tfcourse.data.folders import list_class_folder
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
 MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): 268 MB as RGB
+_TF_OP_DECORATIONS = re.compile(r"\{\{.*?\}\}\s*|\s*\[Op:.*$")
 
 
 @dataclasses.dataclass
@@ -34,8 +44,100 @@ def resize_image(image, image_size):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
+HEADER_BYTES = 32
+
+
+def _header(contents):
+    """The first HEADER_BYTES bytes of `contents`, zeros past its end (tf ops: runs in tf.data)."""
+    return tf.strings.substr(tf.strings.join([tf.strings.substr(contents, 0, HEADER_BYTES), "\0" * HEADER_BYTES]),
+                             0, HEADER_BYTES)
+
+
+def _little_endian(b, start, length):
+    return sum(b[start + i] * 256**i for i in range(length))
+
+
+def _big_endian(b, start, length):
+    return _little_endian(tf.reverse(b[start : start + length], [0]), 0, length)
+
+
+def _bytes_equal(head, start, expected):
+    return tf.equal(tf.strings.substr(head, start, len(expected)), expected)
+
+
+def is_jpeg_xl(contents):
+    """Whether encoded bytes are JPEG XL (a bare codestream or the ISO BMFF container)."""
+    head = _header(contents)
+    return _bytes_equal(head, 0, b"\xff\x0a") | _bytes_equal(head, 0, b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+
+
+def encoded_image_size(contents):
+    """(height, width) int64 an encoded image's header declares, read without decoding it: JPEG, PNG,
+    GIF, BMP and WebP; (0, 0) for anything else (tf ops: runs in tf.data)."""
+    head = _header(contents)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    bmp_core = _little_endian(b, 14, 4) == 12  # BITMAPCOREHEADER: 16-bit sizes
+    bmp_width = tf.where(bmp_core, _little_endian(b, 18, 2), tf.abs(_signed32(_little_endian(b, 18, 4))))
+    bmp_height = tf.where(bmp_core, _little_endian(b, 20, 2), tf.abs(_signed32(_little_endian(b, 22, 4))))
+    webp = _bytes_equal(head, 0, b"RIFF") & _bytes_equal(head, 8, b"WEBP")
+    chunk = tf.strings.substr(head, 12, 4)
+    lossless_bits = _little_endian(b, 21, 4)
+    webp_size = tf.case([
+        (tf.equal(chunk, b"VP8X"), lambda: tf.stack([1 + _little_endian(b, 27, 3), 1 + _little_endian(b, 24, 3)])),
+        (tf.equal(chunk, b"VP8L"), lambda: tf.stack([1 + lossless_bits // 2**14 % 2**14, 1 + lossless_bits % 2**14])),
+    ], default=lambda: tf.stack([_little_endian(b, 28, 2) % 2**14, _little_endian(b, 26, 2) % 2**14]))
+    zero = tf.zeros([2], tf.int64)
+    size = tf.where(_bytes_equal(head, 0, b"\x89PNG\r\n\x1a\n"), tf.stack([_big_endian(b, 20, 4), _big_endian(b, 16, 4)]),
+           tf.where(_bytes_equal(head, 0, b"GIF8"), tf.stack([_little_endian(b, 8, 2), _little_endian(b, 6, 2)]),
+           tf.where(_bytes_equal(head, 0, b"BM"), tf.stack([bmp_height, bmp_width]),
+           tf.where(webp, webp_size, zero))))
+    size = tf.cond(tf.io.is_jpeg(contents), lambda: tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64),
+                   lambda: size)
+    return size[0], size[1]
+
+
+def _signed32(value):
+    return tf.where(value >= 2**31, value - 2**32, value)
+
+
+def size_problem(contents):
+    """Why encoded bytes must not be decoded (too many pixels, JPEG XL, empty), in words; None where they may.
+    Eager only; `decode_unresized` checks the same in graphs."""
+    if not len(contents.numpy() if hasattr(contents, "numpy") else contents):
+        return "empty file (0 bytes)"
+    if bool(is_jpeg_xl(contents)):
+        return "JPEG XL: its size cannot be checked before decoding, so it is not decoded; convert it to PNG or JPEG"
+    try:
+        height, width = (int(v) for v in encoded_image_size(contents))
+    except tf.errors.OpError as error:
+        return _op_message(error)
+    if height * width > MAX_IMAGE_PIXELS:
+        return (f"its header declares {width}x{height} = {height * width:,} pixels, over the limit of "
+                f"{MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?); refused before decoding")
+    return None
+
+
+def _op_message(error):
+    """The first line of a TensorFlow error, without the op decorations."""
+    message = (getattr(error, "message", None) or str(error) or type(error).__name__).splitlines()[0]
+    return _TF_OP_DECORATIONS.sub("", message).strip()
+
+
+def decode_unresized(contents, channels=3):
+    """Encoded bytes -> uint8 [H, W, channels] by `tf.io.decode_image`, refused before decoding where the
+    header declares more than MAX_IMAGE_PIXELS pixels or the file is JPEG XL (see module doc)."""
+    height, width = encoded_image_size(contents)
+    pixels = tf.where(is_jpeg_xl(contents), tf.constant(MAX_IMAGE_PIXELS + 1, tf.int64), height * width)
+    check = tf.debugging.assert_less_equal(
+        pixels, tf.constant(MAX_IMAGE_PIXELS, tf.int64),
+        message=f"image refused before decoding: over {MAX_IMAGE_PIXELS:,} pixels, or JPEG XL (size unreadable)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.io.decode_image(contents, channels=channels, expand_animations=False)
+
+
 def _decode(contents):
-    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+    return decode_unresized(contents)
 
 
 def decode_image(contents, image_size):
@@ -50,10 +152,16 @@ def read_image_file(path, image_size=None):
         raise UserError(f"Image file {path!r} does not exist.")
     try:
         contents = tf.io.read_file(path)
+    except tf.errors.OpError as error:  # e.g. no permission to read it
+        raise UserError(f"Image file {path!r} cannot be read: {_op_message(error)}") from None
+    problem = size_problem(contents)
+    if problem:
+        raise UserError(f"{path!r} cannot be decoded as an image: {problem}.")
+    try:
         image = _decode(contents) if image_size is None else decode_image(contents, image_size)
         return image.numpy()
     except (tf.errors.OpError, ValueError) as error:
-        raise UserError(f"{path!r} cannot be decoded as an image: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{path!r} cannot be decoded as an image: {_op_message(error)}") from None
 
 
 def _undecodable(paths):
@@ -69,10 +177,14 @@ def _undecodable(paths):
 
 
 def _decode_error(path):
+    contents = tf.io.read_file(path)
+    problem = size_problem(contents)
+    if problem:
+        return problem
     try:
-        _decode(tf.io.read_file(path))
+        _decode(contents)
     except (tf.errors.OpError, ValueError) as error:
-        return error.message.splitlines()[0] if hasattr(error, "message") else str(error)
+        return _op_message(error)
     return "unreadable"
 
 

@@ -120,19 +120,20 @@ def run(config, run_dir):
     train.set_mixed_precision(config.train.mixed_precision)
     strategy = train.get_strategy(config.train.strategy)
     data = config.data
+    batch_size = train.global_batch_size(data.batch_size, strategy)  # data.batch_size is per replica
 
     with timings("data"):
         splits, sizes, class_names, data_summary = load_splits(data, checkpoints)
         pipelines = {
             split: images.image_dataset(
-                pairs, data.batch_size, training=split == "train", seed=data.seed, augment=data.augment,
+                pairs, batch_size, training=split == "train", seed=data.seed, augment=data.augment,
                 cache_file=images.cache_file(sizes[split], data.image_size, checkpoints, split),
             )
             for split, pairs in splits.items()
         }
         # Evaluation reads validation and test from the same cached pipelines; train again, unaugmented.
         eval_datasets = {**pipelines, "train": images.image_dataset(
-            splits["train"], data.batch_size, training=False, seed=data.seed,
+            splits["train"], batch_size, training=False, seed=data.seed,
             cache_file=images.cache_file(sizes["train"], data.image_size, checkpoints, "train_evaluation"),
         )}
     print(f"Data: {data_summary['source']}, {len(class_names)} classes, split sizes {sizes}, "
@@ -140,36 +141,36 @@ def run(config, run_dir):
 
     histories, results = {}, {}
     # Stage 1, feature extraction: the pretrained backbone is frozen; only the head learns.
-    with timings("train_frozen"), strategy.scope():
+    with timings("train_frozen"), train.model_scope(strategy):
         model, backbone = make_classifier(config, len(class_names), config.model.source)
         backbone.features.trainable = False
-        train.compile_classifier(model, config.train.feature_learning_rate)
+        train.compile_classifier(model, config.train.feature_learning_rate, strategy)
         histories["frozen"] = train.fit_stage(
             model, pipelines["train"], pipelines["validation"], config.train.feature_epochs,
-            os.path.join(checkpoints, "frozen"), config.train.early_stopping_patience,
+            os.path.join(checkpoints, "frozen"), config.train.early_stopping_patience, strategy,
         )
     results["frozen"] = evaluate_splits(model, eval_datasets, class_names)
     frozen_weights = os.path.join(checkpoints, "frozen", "final.weights.h5")
 
     # Stage 2, fine-tuning: the top layers learn too, slowly; batch norm stays in inference mode.
     if config.train.fine_tune_epochs:
-        with timings("train_fine_tuned"), strategy.scope():
+        with timings("train_fine_tuned"), train.model_scope(strategy):
             backbone.fine_tune_top(config.train.fine_tune_layers)
-            train.compile_classifier(model, config.train.fine_tune_learning_rate)
+            train.compile_classifier(model, config.train.fine_tune_learning_rate, strategy)
             histories["fine_tuned"] = train.fit_stage(
                 model, pipelines["train"], pipelines["validation"], config.train.fine_tune_epochs,
-                os.path.join(checkpoints, "fine_tuned"), config.train.early_stopping_patience,
+                os.path.join(checkpoints, "fine_tuned"), config.train.early_stopping_patience, strategy,
             )
         results["fine_tuned"] = evaluate_splits(model, eval_datasets, class_names)
 
     # The baseline: the same architecture from random weights, all of it trained.
     if config.train.scratch_epochs:
-        with timings("train_scratch"), strategy.scope():
+        with timings("train_scratch"), train.model_scope(strategy):
             scratch, _ = make_classifier(config, len(class_names), "random")
-            train.compile_classifier(scratch, config.train.scratch_learning_rate)
+            train.compile_classifier(scratch, config.train.scratch_learning_rate, strategy)
             histories["scratch"] = train.fit_stage(
                 scratch, pipelines["train"], pipelines["validation"], config.train.scratch_epochs,
-                os.path.join(checkpoints, "scratch"), config.train.early_stopping_patience,
+                os.path.join(checkpoints, "scratch"), config.train.early_stopping_patience, strategy,
             )
         results["scratch"] = evaluate_splits(scratch, eval_datasets, class_names)
 
@@ -194,6 +195,7 @@ def run(config, run_dir):
         "data": {**data_summary, "class_names": class_names},
         "backbone": {"name": config.model.backbone, "source": backbone.source, "pretrained": backbone.pretrained},
         "note": _honesty_note(backbone, data_summary),
+        "distribution": train.describe_strategy(strategy, data.batch_size),
         "metrics": results,
         "exported_variant": chosen,
         "export": export_metrics,

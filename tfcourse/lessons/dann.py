@@ -88,7 +88,9 @@ class ModelConfig:  # the paper's MNIST architecture
 
 @dataclasses.dataclass
 class TrainConfig:
-    strategy: typing.Literal["auto", "default", "mirrored", "tpu", "multi_worker"] = "auto"
+    # no multi_worker: the gradient-reversal schedule trains through model.fit, which Keras 3 cannot
+    # run multi-worker (train.fit_multi_worker covers train.fit_stage's lessons); data.batch_size is global.
+    strategy: typing.Literal["auto", "default", "mirrored", "tpu"] = "auto"
     epochs: int = 30  # an epoch: one pass over the larger training pool, in half batches
     optimizer: typing.Literal["sgd", "adam"] = "sgd"  # the paper: SGD with momentum 0.9
     learning_rate: float = 0.01  # μ0 of μ_p = μ0 / (1 + α p)^β

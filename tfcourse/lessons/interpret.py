@@ -183,15 +183,16 @@ def train_known_answer_model(config, checkpoints):
         tf.data.Dataset.from_tensor_slices((x, y))
         for split, (x, y, _) in splits.items()
     }
-    datasets = {split: ds.batch(ka.batch_size).prefetch(tf.data.AUTOTUNE) for split, ds in datasets.items()}
     strategy = train.get_strategy(ka.strategy)
-    with strategy.scope():
+    batch_size = train.global_batch_size(ka.batch_size, strategy)  # ka.batch_size is per replica
+    datasets = {split: ds.batch(batch_size).prefetch(tf.data.AUTOTUNE) for split, ds in datasets.items()}
+    with train.model_scope(strategy):
         model = build_classifier(small_cnn_backbone(ka.image_size, ka.pooling), len(CLASS_NAMES), ka.image_size, dropout=0.1,
                                  backbone_in_inference_mode=False)
-        train.compile_classifier(model, ka.learning_rate)
+        train.compile_classifier(model, ka.learning_rate, strategy)
     stage_dir = os.path.join(checkpoints, "trained")
     history = train.fit_stage(model, datasets["train"], datasets["validation"], ka.epochs, stage_dir,
-                              ka.early_stopping_patience)
+                              ka.early_stopping_patience, strategy)
     path = os.path.join(stage_dir, "best.keras")
     return explain.load_keras_model(path), path, history, splits, datasets
 

@@ -192,11 +192,11 @@ def load_data(data, work_dir):
     return datasets, folder.class_names, summary
 
 
-def batched(pairs, data, training):
+def batched(pairs, data, batch_size, training):
     ds = pairs.cache()
     if training:
         ds = ds.shuffle(10_000, seed=data.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(data.batch_size)
+    ds = ds.batch(batch_size)
     if training and data.augment:
         ds = ds.map(boxes.random_horizontal_flip, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -258,7 +258,7 @@ def predict(model, ds):
     """(predicted {"class", "box"}, true {"class", "box"}) over a batched dataset, as arrays, and the images."""
     predicted, true, pixels = {"class": [], "box": []}, {"class": [], "box": []}, []
     for x, y in ds:
-        outputs = model.predict_on_batch(x)
+        outputs = model.predict(x, verbose=0)  # not predict_on_batch: see train.predict_dataset
         for key in predicted:
             predicted[key].append(np.asarray(outputs[key]))
             true[key].append(y[key].numpy())
@@ -297,31 +297,32 @@ def run(config, run_dir):
 
     with timings("data"):
         splits, class_names, data_summary = load_data(data, checkpoints)
-        pipelines = {s: batched(pairs, data, training=s == "train") for s, pairs in splits.items()}
-        eval_datasets = {**pipelines, "train": batched(splits["train"], data, training=False)}
+        batch_size = train.global_batch_size(data.batch_size, strategy)  # data.batch_size is per replica
+        pipelines = {s: batched(pairs, data, batch_size, training=s == "train") for s, pairs in splits.items()}
+        eval_datasets = {**pipelines, "train": batched(splits["train"], data, batch_size, training=False)}
     print(f"Data: {data_summary['voc_folder']}, {len(class_names)} classes, split sizes {data_summary['split_sizes']}, "
           f"{data_summary['num_skipped']} file(s) skipped.")
 
     histories, results = {}, {}
     # Stage 1: the pretrained backbone frozen (a random one trains whole); both heads learn.
-    with timings("train_stage_1"), strategy.scope():
+    with timings("train_stage_1"), train.model_scope(strategy):
         model, backbone = build_localizer(config, len(class_names))
         backbone.features.trainable = not backbone.pretrained  # a random backbone must learn from the start
-        compile_localizer(model, t.feature_learning_rate, t.box_loss_weight)
+        compile_localizer(model, train.scaled_learning_rate(t.feature_learning_rate, strategy), t.box_loss_weight)
         first = "frozen" if backbone.pretrained else "scratch"
         histories[first] = train.fit_stage(model, pipelines["train"], pipelines["validation"], t.feature_epochs,
-                                           os.path.join(checkpoints, first), t.early_stopping_patience)
+                                           os.path.join(checkpoints, first), t.early_stopping_patience, strategy)
     results[first] = evaluate(model, eval_datasets, class_names)
 
     # Stage 2: the top layers learn too, slowly; batch norm stays in inference mode.
     if t.fine_tune_epochs:
-        with timings("train_fine_tuned"), strategy.scope():
+        with timings("train_fine_tuned"), train.model_scope(strategy):
             if backbone.pretrained:  # a random backbone is already trained whole
                 backbone.fine_tune_top(t.fine_tune_layers)
-            compile_localizer(model, t.fine_tune_learning_rate, t.box_loss_weight)
+            compile_localizer(model, train.scaled_learning_rate(t.fine_tune_learning_rate, strategy), t.box_loss_weight)
             histories["fine_tuned"] = train.fit_stage(model, pipelines["train"], pipelines["validation"],
                                                       t.fine_tune_epochs, os.path.join(checkpoints, "fine_tuned"),
-                                                      t.early_stopping_patience)
+                                                      t.early_stopping_patience, strategy)
         results["fine_tuned"] = evaluate(model, eval_datasets, class_names)
 
     # Export the better stage, chosen on validation mean IoU (never test).

@@ -399,13 +399,14 @@ def run(config, run_dir):
     sizes = {split: len(y) for split, (_, y) in splits.items()}
     print(f"Data: {data.source}, classes {class_names}, split sizes {sizes}, {data_summary['num_skipped']} skipped.")
 
-    with timings("train"), strategy.scope():
+    batch_size = train.global_batch_size(data.batch_size, strategy)  # data.batch_size is per replica
+    with timings("train"), train.model_scope(strategy):
         model = build_classifier(len(class_names), config.model.hidden_units, config.model.dropout)
-        train.compile_classifier(model, config.train.learning_rate)
+        train.compile_classifier(model, config.train.learning_rate, strategy)
         history = train.fit_stage(
-            model, keypoint_dataset(*splits["train"], data.batch_size, True, data.seed),
-            keypoint_dataset(*splits["validation"], data.batch_size, False, data.seed), config.train.epochs,
-            os.path.join(work_dir, "classifier"), config.train.early_stopping_patience,
+            model, keypoint_dataset(*splits["train"], batch_size, True, data.seed),
+            keypoint_dataset(*splits["validation"], batch_size, False, data.seed), config.train.epochs,
+            os.path.join(work_dir, "classifier"), config.train.early_stopping_patience, strategy,
         )
     results = {}
     for split, (keypoints, labels) in splits.items():

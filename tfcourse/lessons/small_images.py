@@ -233,10 +233,10 @@ def train_stage(name, model, pipelines, epochs, learning_rate, checkpoints, pati
 
     Seconds per epoch are wall-clock, the first epoch's tracing and the validation pass included.
     """
-    with timings("train_" + name), strategy.scope():
-        train.compile_classifier(model, learning_rate)
+    with timings("train_" + name), train.model_scope(strategy):
+        train.compile_classifier(model, learning_rate, strategy)
         history = train.fit_stage(model, pipelines["train"], pipelines["validation"], epochs,
-                                  os.path.join(checkpoints, name), patience)
+                                  os.path.join(checkpoints, name), patience, strategy)
     epochs_run = len(history["loss"])
     facts = {
         "parameters": model.count_params(),
@@ -262,7 +262,8 @@ def run(config, run_dir):
     with timings("data"):
         arrays, class_names, data_summary = load_splits(data)
         pipelines = {
-            split: images.image_dataset(tf.data.Dataset.from_tensor_slices(pair), data.batch_size,
+            split: images.image_dataset(tf.data.Dataset.from_tensor_slices(pair),
+                                        train.global_batch_size(data.batch_size, strategy),  # per replica x replicas
                                         training=split == "train", seed=data.seed)
             for split, pair in arrays.items()
         }
@@ -275,7 +276,7 @@ def run(config, run_dir):
     arms = {"upsampled": (config.model.upsampled_size, "resize"), "native": (native_size, "pad")}
     models, facts, histories, results, backbones = {}, {}, {}, {}, {}
     for arm, (size, fit) in arms.items():
-        with strategy.scope():
+        with train.model_scope(strategy):
             model, backbone = make_backbone_classifier(config, input_shape, len(class_names), size, fit,
                                                        config.model.source)
             backbone.features.trainable = False
@@ -294,7 +295,7 @@ def run(config, run_dir):
 
     # The baseline: a small CNN from random weights on the native image.
     if cfg_train.scratch_epochs:
-        with strategy.scope():
+        with train.model_scope(strategy):
             scratch = build_small_cnn(input_shape, len(class_names), config.model.scratch_filters)
         histories["scratch"], facts["scratch"] = train_stage(
             "scratch", scratch, pipelines, cfg_train.scratch_epochs, cfg_train.scratch_learning_rate, checkpoints,
@@ -312,7 +313,7 @@ def run(config, run_dir):
             best_model, run_dir, class_names, arrays["train"][0][spread.astype(int)],  # int8 calibration, all classes
             test_images, test_labels, config.export.max_quantized_accuracy_drop,
         )
-        tflite_input = export.TFLiteModel(os.path.join(run_dir, "export", "model_float32.tflite")).input
+        tflite_input = export.TFLiteModel(os.path.join(export.run_export_dir(run_dir), "model_float32.tflite")).input
         export_metrics["tflite_input"] = {"shape": tflite_input["shape"].tolist(),
                                           "dtype": tflite_input["dtype"].__name__}
 

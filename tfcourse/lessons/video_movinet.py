@@ -97,7 +97,7 @@ SMOKE = {
 # with a seed, and decoded into tf.data: `num_frames` frames `stride` apart, resized to `size`.
 
 
-def load_splits(data, work_dir):
+def load_splits(data, batch_size, work_dir):
     """-> ({split: batched (clip, label) dataset}, class names, summary)."""
     if data.source == "ucf101":
         train_fraction = round(100 * (1 - data.validation_fraction))
@@ -105,7 +105,7 @@ def load_splits(data, work_dir):
         datasets = {}
         for split, tfds_split in tfds_splits.items():
             datasets[split], class_names = video.ucf101_dataset(
-                tfds_split, data.num_frames, data.stride, data.size, data.batch_size, split == "train", data.seed,
+                tfds_split, data.num_frames, data.stride, data.size, batch_size, split == "train", data.seed,
                 data.tfds_data_dir or None)
         return datasets, class_names, {"source": "tfds:ucf101", "splits": tfds_splits, "skipped": {}}
     summary = {"source": data.source}
@@ -117,7 +117,7 @@ def load_splits(data, work_dir):
     indices = images.stratified_split(folder.labels, data.validation_fraction, data.test_fraction, data.seed)
     datasets = {
         split: video.video_file_dataset([folder.files[i] for i in idx], folder.labels[idx], data.num_frames, data.stride,
-                                        data.size, data.batch_size, split == "train", data.seed)
+                                        data.size, batch_size, split == "train", data.seed)
         for split, idx in indices.items()
     }
     summary.update(num_videos=len(folder.files), split_sizes={s: len(i) for s, i in indices.items()},
@@ -187,19 +187,21 @@ def run(config, run_dir):
     strategy = train.get_strategy(config.train.strategy)
 
     with timings("data"):
-        datasets, class_names, data_summary = load_splits(config.data, checkpoints)
+        batch_size = train.global_batch_size(config.data.batch_size, strategy)  # data.batch_size is per replica
+        datasets, class_names, data_summary = load_splits(config.data, batch_size, checkpoints)
     print(f"Data: {data_summary['source']}, {len(class_names)} classes, {data_summary.get('split_sizes', '')}")
 
     histories, results = {}, {}
 
     def train_stage(name, epochs, learning_rate):
-        with timings(f"train_{name}"), strategy.scope():
-            train.compile_classifier(model, learning_rate)
+        with timings(f"train_{name}"), train.model_scope(strategy):
+            train.compile_classifier(model, learning_rate, strategy)
             histories[name] = train.fit_stage(model, datasets["train"], datasets["validation"], epochs,
-                                              os.path.join(checkpoints, name), config.train.early_stopping_patience)
+                                              os.path.join(checkpoints, name), config.train.early_stopping_patience,
+                                              strategy)
         results[name] = evaluate(model, datasets, class_names)
 
-    with strategy.scope():
+    with train.model_scope(strategy):
         model, backbone = make_classifier(config, len(class_names))
     # Stage 1: the backbone is frozen (its batch norm in inference mode); only the head learns.
     backbone.trainable = False
@@ -215,7 +217,7 @@ def run(config, run_dir):
     if chosen == "frozen":
         model.load_weights(frozen_weights)
     with timings("export"):
-        test_clips, test_labels = clips_and_labels(datasets["test"], config.export.check_clips, config.data.batch_size)
+        test_clips, test_labels = clips_and_labels(datasets["test"], config.export.check_clips, batch_size)
         stream = movinet.stream_classifier(model, config.model.spec, config.data.size)
         export_metrics, stream_probabilities = export.export_video_classifier(
             model, stream, run_dir, class_names, test_clips, test_labels)
