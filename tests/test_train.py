@@ -103,39 +103,6 @@ class _FailOnEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    stage = str(tmp_path / "stage")
-    keras.utils.set_random_seed(0)
-    first = _model()
-    real_fit = keras.Model.fit
-    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
-        self, *a, **{**k, "callbacks": k["callbacks"] + [_FailOnEpoch(3)]}))
-    with pytest.raises(KeyboardInterrupt):
-        train.fit_stage(first, data, data, epochs=5, stage_dir=stage, patience=10)
-    monkeypatch.setattr(keras.Model, "fit", real_fit)
-    assert os.path.isdir(os.path.join(stage, "backup"))
-
-    epochs_run = []
-    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
-        self, *a, **{**k, "callbacks": k["callbacks"] + [keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch))]}))
-    resumed = _model()
-    history = train.fit_stage(resumed, data, data, epochs=5, stage_dir=stage, patience=10)
-    assert epochs_run == [3, 4]  # epochs 0-2 were not trained again
-    assert len(history["loss"]) == 5 and len(history["val_accuracy"]) == 5
-    assert not os.path.isdir(os.path.join(stage, "backup"))
-
-    again = _model()
-    assert train.fit_stage(again, data, data, epochs=5, stage_dir=stage, patience=10) == history
-    assert epochs_run == [3, 4]  # the finished stage was loaded, not retrained
-    for a, b in zip(again.get_weights(), resumed.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert os.path.isfile(os.path.join(stage, "best.keras"))
-
-
 def _interrupted_stage(tmp_path, monkeypatch, epoch):
     """A stage of 5 epochs killed when `epoch` begins; -> (data, stage dir)."""
     rng = np.random.default_rng(0)
@@ -161,6 +128,26 @@ def _resume(data, stage, monkeypatch):
     model = _model()
     train.fit_stage(model, data, data, epochs=5, stage_dir=stage, patience=10)
     return epochs_run, model
+
+
+def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch):
+    data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=3)
+    assert os.path.isdir(os.path.join(stage, "backup"))
+
+    epochs_run, resumed = _resume(data, stage, monkeypatch)
+    assert epochs_run == [3, 4]  # epochs 0-2 were not trained again
+    history = train.read_csv_log(os.path.join(stage, "log.csv"))
+    assert len(history["loss"]) == 5 and len(history["val_accuracy"]) == 5
+    assert not os.path.isdir(os.path.join(stage, "backup"))
+
+    again = _model()
+    assert train.fit_stage(again, data, data, epochs=5, stage_dir=stage, patience=10) == history
+    epochs_run, reloaded = _resume(data, stage, monkeypatch)
+    assert epochs_run == []  # the finished stage was loaded, not retrained
+    for a, b, c in zip(again.get_weights(), resumed.get_weights(), reloaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, b)
+    assert os.path.isfile(os.path.join(stage, "best.keras"))
 
 
 def test_backups_are_complete_folders_with_checksums_and_two_are_kept(tmp_path, monkeypatch):

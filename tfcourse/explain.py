@@ -27,7 +27,6 @@ import importlib
 import json
 import os
 import pkgutil
-import re
 import weakref
 import zipfile
 
@@ -490,16 +489,9 @@ def read_images(files, height, width, channels):
     """-> (uint8 images [n, height, width, channels], files read, skipped [{"path", "reason"}])."""
     pixels, read, skipped = [], [], []
     for path in files:
-        contents = tf.io.read_file(path)
-        problem = data_images.size_problem(contents)  # e.g. a decompression bomb, refused before decoding
-        try:
-            if problem:
-                raise ValueError(problem)
-            image = data_images.decode_unresized(contents, channels)
-        except (tf.errors.OpError, ValueError) as error:
-            message = (getattr(error, "message", str(error)) or type(error).__name__).splitlines()[0]
-            message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)  # TensorFlow's op prefix and suffix
-            skipped.append({"path": path, "reason": message})
+        image, problem = data_images.decode_or_reason(tf.io.read_file(path), channels)  # bombs refused unread
+        if problem:
+            skipped.append({"path": path, "reason": problem})
             continue
         resized = tf.image.resize(image, (height, width), antialias=True)
         pixels.append(tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy())

@@ -75,14 +75,22 @@ def split_cpu():
                             "Set it in the environment of the command.") from None
 
 
-def _check_tf_config():
+def _tf_config():
+    """TF_CONFIG as a dict with a "cluster" dict, or None where it is unset or not such JSON."""
     try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", ""))["cluster"]
-    except (ValueError, KeyError, TypeError):
+        tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
+    except ValueError:
+        return None
+    return tf_config if isinstance(tf_config, dict) and isinstance(tf_config.get("cluster"), dict) else None
+
+
+def _check_tf_config():
+    tf_config = _tf_config()
+    if tf_config is None:
         raise UserError("train.strategy 'multi_worker' needs TF_CONFIG: a JSON object with 'cluster' (the workers' "
-                        "host:port) and 'task' (this process's type and index); see the README.") from None
-    if not cluster.get("worker"):
-        raise UserError(f"TF_CONFIG's cluster {cluster} lists no 'worker'.")
+                        "host:port) and 'task' (this process's type and index); see the README.")
+    if not tf_config["cluster"].get("worker"):
+        raise UserError(f"TF_CONFIG's cluster {tf_config['cluster']} lists no 'worker'.")
 
 
 def is_multi_worker(strategy):
@@ -124,12 +132,12 @@ def non_chief_task():
 
     The chief is the "chief" task, or worker 0 where there is none; only it writes the run directory.
     """
+    tf_config = _tf_config()
     try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
         task_type, index = tf_config["task"]["type"], int(tf_config["task"].get("index", 0))
-        has_chief = "chief" in tf_config["cluster"]
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    has_chief = "chief" in tf_config["cluster"]
     if task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief):
         return None
     return f"{task_type}-{index}"
@@ -164,7 +172,7 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience, strat
         # last: on a resume it restores the state the callbacks above have just reset
         ResumableBackup(os.path.join(stage_dir, "backup"), early_stopping, checkpoint),
     ]
-    if strategy is not None and is_multi_worker(strategy):
+    if is_multi_worker(strategy):
         fit_multi_worker(model, strategy, train_ds, validation_ds, epochs, callbacks)
     else:
         # shuffle=False: the tf.data pipeline shuffles (Keras ignores the flag for datasets, with a warning)
@@ -360,14 +368,16 @@ def compile_classifier(model, learning_rate, strategy=None):
 
 
 def predict_dataset(model, batched):
-    """(probabilities, labels) over a batched (images, labels) dataset, in order.
+    """(probabilities, labels) over a batched (images, labels) dataset, in order, in one pass.
 
     `predict`, not `predict_on_batch`: under MirroredStrategy, Keras 3's `predict_on_batch` runs the
     whole batch on every replica and returns the outputs once per replica.
     """
-    probabilities = model.predict(batched.map(lambda x, y: x), verbose=0)
-    labels = np.concatenate([y.numpy() for _, y in batched])
-    return probabilities, labels
+    probabilities, labels = [], []
+    for x, y in batched:
+        probabilities.append(model.predict(x, verbose=0))
+        labels.append(y.numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
 
 
 def fit_with_early_stopping(model, train_ds, validation_ds, epochs, learning_rate, patience):

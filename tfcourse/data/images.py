@@ -136,13 +136,20 @@ def decode_unresized(contents, channels=3):
         return tf.io.decode_image(contents, channels=channels, expand_animations=False)
 
 
-def _decode(contents):
-    return decode_unresized(contents)
+def decode_or_reason(contents, channels=3):
+    """Encoded bytes -> (uint8 [H, W, channels], None), or (None, why they cannot be decoded, in words). Eager."""
+    problem = size_problem(contents)
+    if problem:
+        return None, problem
+    try:
+        return decode_unresized(contents, channels).numpy(), None
+    except (tf.errors.OpError, ValueError) as error:
+        return None, _op_message(error)
 
 
 def decode_image(contents, image_size):
     """Encoded bytes (JPEG, PNG, GIF or BMP) -> uint8 [size, size, 3]."""
-    return resize_image(_decode(contents), image_size)
+    return resize_image(decode_unresized(contents), image_size)
 
 
 def read_image_file(path, image_size=None):
@@ -154,21 +161,17 @@ def read_image_file(path, image_size=None):
         contents = tf.io.read_file(path)
     except tf.errors.OpError as error:  # e.g. no permission to read it
         raise UserError(f"Image file {path!r} cannot be read: {_op_message(error)}") from None
-    problem = size_problem(contents)
+    image, problem = decode_or_reason(contents)
     if problem:
         raise UserError(f"{path!r} cannot be decoded as an image: {problem}.")
-    try:
-        image = _decode(contents) if image_size is None else decode_image(contents, image_size)
-        return image.numpy()
-    except (tf.errors.OpError, ValueError) as error:
-        raise UserError(f"{path!r} cannot be decoded as an image: {_op_message(error)}") from None
+    return image if image_size is None else resize_image(image, image_size).numpy()
 
 
 def _undecodable(paths):
     """Indices of `paths` TensorFlow cannot decode as images (one parallel tf.data pass)."""
     indexed = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
     decoded = indexed.map(
-        lambda i, path: (i, tf.shape(_decode(tf.io.read_file(path)))),
+        lambda i, path: (i, tf.shape(decode_unresized(tf.io.read_file(path)))),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     ).ignore_errors()
@@ -177,15 +180,7 @@ def _undecodable(paths):
 
 
 def _decode_error(path):
-    contents = tf.io.read_file(path)
-    problem = size_problem(contents)
-    if problem:
-        return problem
-    try:
-        _decode(contents)
-    except (tf.errors.OpError, ValueError) as error:
-        return _op_message(error)
-    return "unreadable"
+    return decode_or_reason(tf.io.read_file(path))[1] or "unreadable"
 
 
 def scan_image_folder(root, skip_bad_files=True):
