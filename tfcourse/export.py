@@ -18,7 +18,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfcourse import ExportCheckFailed, UserError
 from tfcourse.models.movinet import stream_outputs
-from tfcourse.models.tflite_import import op_names
+from tfcourse.models.sam import no_prompts
+from tfcourse.models.tflite_import import op_names, open_interpreter
 
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
 _FORMAT_FILES = {
@@ -498,3 +499,116 @@ def classifier_table(export_metrics):
         m = export_metrics[variant]
         lines.append(f"| {variant} | {m['accuracy']:.3f} | {m['max_abs_diff']:.2e} | {m['size_bytes'] / 1024:.0f} |")
     return lines
+
+
+# ## Segment Anything: the image encoder and the prompt decoder, exported apart
+
+SAM_POINTS = 4  # the TFLite decoder's `points` signature takes this many points; pad with label -1
+
+
+def export_sam(image_encoder, prompt_decoder, run_dir, test_images, test_boxes, test_points, score):
+    """SAM as a mobile app runs it: the image encoder once per image, the prompt decoder once per prompt.
+
+    Writes `image_encoder/` (SavedModel: uint8 images -> image embeddings), `prompt_decoder/`
+    (SavedModel: `serve` takes any points, labels, boxes and mask prompts; `box` and `points` take
+    one prompt) and `prompt_decoder.tflite` (the `box` and `points` signatures, builtin ops only).
+    Every format is checked against Keras on the test images, with each image's box [x0, y0, x1, y1]
+    and one object point (x, y) as prompts, before anything is kept. `score(box mask logits)` turns a
+    format's box-prompt masks into metrics. Returns the metrics per format.
+    """
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    boxes = np.asarray(test_boxes, "float32").reshape(-1, 1, 2, 2)
+    points = np.zeros((len(test_points), SAM_POINTS, 2), "float32")
+    points[:, 0] = test_points
+    labels = np.full((len(test_points), SAM_POINTS), -1.0, "float32")
+    labels[:, 0] = 1
+    embedding_shape = tuple(prompt_decoder.input["image_embeddings"].shape[1:])
+    mask_side = prompt_decoder.input["masks"].shape[2]
+
+    def decode(image_embeddings, **prompts):
+        return prompt_decoder({"image_embeddings": image_embeddings, **no_prompts(1, mask_side), **prompts})
+
+    def box(image_embeddings, boxes):
+        return decode(image_embeddings, boxes=boxes)
+
+    def point_prompts(image_embeddings, points, labels):
+        return decode(image_embeddings, points=points, labels=labels)
+
+    one_prompt = {
+        "box": (box, [tf.TensorSpec((1, *embedding_shape), name="image_embeddings"),
+                      tf.TensorSpec((1, 1, 2, 2), name="boxes")]),
+        "points": (point_prompts, [tf.TensorSpec((1, *embedding_shape), name="image_embeddings"),
+                                   tf.TensorSpec((1, SAM_POINTS, 2), name="points"),
+                                   tf.TensorSpec((1, SAM_POINTS), name="labels")]),
+    }
+    encoder_dir, decoder_dir = os.path.join(tmp_dir, "image_encoder"), os.path.join(tmp_dir, "prompt_decoder")
+    image_encoder.export(encoder_dir, format="tf_saved_model", verbose=False)
+    archive = keras.export.ExportArchive()
+    archive.track(prompt_decoder)
+    archive.add_endpoint("serve", prompt_decoder.call, input_signature=[{
+        name: tf.TensorSpec((None, *spec.shape[1:]), name=name) for name, spec in prompt_decoder.input.items()}])
+    for name, (function, signature) in one_prompt.items():
+        archive.add_endpoint(name, function, input_signature=signature)
+    archive.write_out(decoder_dir, verbose=False)
+    # The converter fails on `serve` (a strided slice over prompts of unknown count needs TF ops), so
+    # the TFLite model comes from the one-prompt signatures alone.
+    tflite_source = os.path.join(tmp_dir, "prompt_decoder_one_prompt")
+    archive = keras.export.ExportArchive()
+    archive.track(prompt_decoder)
+    for name, (function, signature) in one_prompt.items():
+        archive.add_endpoint(name, function, input_signature=signature)
+    archive.write_out(tflite_source, verbose=False)
+    tflite_path = os.path.join(tmp_dir, "prompt_decoder.tflite")
+    converter = tf.lite.TFLiteConverter.from_saved_model(tflite_source, signature_keys=list(one_prompt))
+    with open(tflite_path, "wb") as f:
+        f.write(converter.convert())
+    shutil.rmtree(tflite_source)
+
+    embeddings = image_encoder.predict(test_images, verbose=0)
+    reference = {"box": [], "points": []}
+    for i in range(len(test_images)):
+        reference["box"].append(box(tf.constant(embeddings[i : i + 1]), tf.constant(boxes[i : i + 1])))
+        reference["points"].append(point_prompts(tf.constant(embeddings[i : i + 1]), tf.constant(points[i : i + 1]),
+                                                 tf.constant(labels[i : i + 1])))
+    metrics = {"image_size": int(image_encoder.input.shape[1]), "points_per_prompt": SAM_POINTS,
+               "keras": score(np.concatenate([np.asarray(r["masks"]) for r in reference["box"]]))}
+
+    def compare(outputs, path):
+        """Max abs difference from Keras per prompt kind and output, and the box-prompt scores."""
+        diffs = {f"{kind}_{name}": float(max(np.max(np.abs(np.asarray(o[name]) - np.asarray(r[name])))
+                                            for o, r in zip(outputs[kind], reference[kind])))
+                 for kind in outputs for name in ("masks", "iou_pred")}
+        box_masks = np.concatenate([np.asarray(o["masks"]) for o in outputs["box"]])
+        return {"max_abs_diff": diffs, "size_bytes": _size(path), **score(box_masks)}
+
+    loaded_encoder = load_saved_model(encoder_dir)
+    saved_embeddings = np.concatenate([loaded_encoder.serve(tf.constant(test_images[i : i + 32])).numpy()
+                                       for i in range(0, len(test_images), 32)])
+    metrics["image_encoder"] = {"max_abs_diff": float(np.max(np.abs(saved_embeddings - embeddings))),
+                                "size_bytes": _size(encoder_dir)}
+    _check(metrics["image_encoder"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "image_encoder", metrics, tmp_dir)
+    loaded_decoder = load_saved_model(decoder_dir)
+    outputs = {"box": [], "points": []}
+    for i in range(len(test_images)):
+        prompts = {"image_embeddings": tf.constant(saved_embeddings[i : i + 1]), "points": tf.constant(points[i : i + 1]),
+                   "labels": tf.constant(labels[i : i + 1]), "boxes": tf.constant(boxes[i : i + 1]),
+                   "masks": tf.zeros((1, 0, mask_side, mask_side, 1))}
+        outputs["box"].append(loaded_decoder.serve({**prompts, "points": tf.zeros((1, 0, 2)), "labels": tf.zeros((1, 0))}))
+        outputs["points"].append(loaded_decoder.serve({**prompts, "boxes": tf.zeros((1, 0, 2, 2))}))
+    metrics["prompt_decoder"] = compare(outputs, decoder_dir)
+    _check(max(metrics["prompt_decoder"]["max_abs_diff"].values()) <= SAVED_MODEL_TOLERANCE, "prompt_decoder",
+           metrics, tmp_dir)
+    interpreter = _tflite_interpreter(tflite_path)
+    runners = {kind: interpreter.get_signature_runner(kind) for kind in one_prompt}
+    outputs = {
+        "box": [runners["box"](image_embeddings=embeddings[i : i + 1], boxes=boxes[i : i + 1])
+                for i in range(len(test_images))],
+        "points": [runners["points"](image_embeddings=embeddings[i : i + 1], points=points[i : i + 1],
+                                     labels=labels[i : i + 1]) for i in range(len(test_images))],
+    }
+    metrics["prompt_decoder_tflite"] = {**compare(outputs, tflite_path), "ops": sorted(op_names(open_interpreter(tflite_path)))}
+    _check(max(metrics["prompt_decoder_tflite"]["max_abs_diff"].values()) <= FLOAT_TFLITE_TOLERANCE,
+           "prompt_decoder_tflite", metrics, tmp_dir)
+    _write_metrics(metrics, tmp_dir)
+    _replace_dir(tmp_dir, final_dir)
+    return metrics

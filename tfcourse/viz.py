@@ -165,3 +165,37 @@ def plot_stream_probabilities(clips, probabilities, true_names, class_names, pat
         ax.legend(fontsize=7, loc="upper left")
     figure.suptitle("Stream model: class probabilities after each frame")
     save_figure(figure, path)
+
+
+def plot_mask_overlays(rows, path, title=""):
+    """A grid of images, each with a mask (translucent cyan, outlined) and its prompt drawn.
+
+    `rows`: {row label: [cell]}, a cell being a dict with `image` (uint8 [h, w, 3]) and optionally
+    `mask` (bool [h, w]), `box` ([x0, y0, x1, y1] pixels, drawn yellow), `points` ([[x, y, label]]:
+    label 1 a green dot, 0 a red cross) and `caption`.
+    """
+    columns = max(len(cells) for cells in rows.values())
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.5 * len(rows)), squeeze=False)
+    for ax_row, (label, cells) in zip(axes, rows.items()):
+        for ax, cell in zip(ax_row, cells + [None] * (columns - len(cells))):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if cell is None:
+                ax.axis("off")
+                continue
+            ax.imshow(cell["image"])
+            if cell.get("mask") is not None:
+                mask = np.asarray(cell["mask"], bool)
+                ax.imshow(np.ma.masked_where(~mask, mask), cmap="cool", alpha=0.45, vmin=0, vmax=1)
+                if mask.any() and not mask.all():
+                    ax.contour(mask, [0.5], colors="cyan", linewidths=0.8)
+            if cell.get("box") is not None:
+                x0, y0, x1, y1 = cell["box"]
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1.5))
+            for x, y, point_label in cell.get("points") or []:
+                ax.plot(x, y, "o" if point_label == 1 else "x", color="lime" if point_label == 1 else "red", markersize=6)
+            ax.set_title(cell.get("caption", ""), fontsize=8)
+        ax_row[0].set_ylabel(label, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)

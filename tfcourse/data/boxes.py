@@ -167,6 +167,38 @@ def textured_backgrounds(count, seed=0, height=96, width=128):
     return backgrounds
 
 
+def read_objects_and_backgrounds(objects_dir, backgrounds_dir, mask_threshold, skip_bad_files=True):
+    """The sources of a pasted set: objects photographed on black with their masks, and photos.
+
+    Returns ([(uint8 image, bool mask)], labels, class names, [uint8 photo], skipped): `objects_dir`
+    holds one folder per class; an object with no pixel above `mask_threshold`, and any file that
+    cannot be decoded, is skipped and named.
+    """
+    folder = images.scan_image_folder(objects_dir, skip_bad_files)
+    skipped = list(folder.skipped)
+    objects = [(image, brightness_mask(image, mask_threshold)) for image in read_image_files(folder.files)]
+    empty = [i for i, (_, mask) in enumerate(objects) if not mask.any()]
+    skipped += [{"path": folder.files[i], "reason": "no pixel brighter than data.mask_threshold"} for i in empty]
+    keep = np.setdiff1d(np.arange(len(objects)), empty)
+    backgrounds, background_skipped = read_backgrounds(backgrounds_dir)
+    return ([objects[i] for i in keep], folder.labels[keep], folder.class_names, backgrounds,
+            skipped + background_skipped)
+
+
+def read_backgrounds(folder):
+    """The decodable photos of `folder` (at least 3, one per split) and the skipped ones."""
+    if not os.path.isdir(folder):
+        raise UserError(f"data.backgrounds = {folder!r} is not a folder of photos.")
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if not f.startswith("."))
+    files = [f for f in files if os.path.isfile(f)]
+    bad = set(images._undecodable(files)) if files else set()
+    readable = [f for i, f in enumerate(files) if i not in bad]
+    if len(readable) < 3:
+        raise UserError(f"data.backgrounds = {folder!r} has {len(readable)} readable photo(s); at least 3 are needed "
+                        "(one per split).")
+    return read_image_files(readable), [{"path": files[i], "reason": images._decode_error(files[i])} for i in sorted(bad)]
+
+
 def read_image_files(files):
     """Decoded uint8 images of `files` at their own size."""
     return [tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False).numpy() for path in files]
@@ -299,7 +331,7 @@ def read_voc_folder(root, class_names=None, skip_bad_files=True):
         boxes=np.stack([r[3] for r in records]).astype("float32"),
         labels=np.asarray([class_names.index(r[2]) for r in records]),
         class_names=class_names,
-        splits=_read_image_sets(root, [r[0] for r in records]),
+        splits=read_image_sets(root, [r[0] for r in records]),
         skipped=skipped,
     )
 
@@ -309,9 +341,9 @@ def _image_size(path):
     return int(shape[0]), int(shape[1])
 
 
-def _read_image_sets(root, usable_names):
-    """split -> indices of `usable_names` listed in ImageSets/Main/{train,val,test}.txt; {} if none exist."""
-    folder = os.path.join(root, "ImageSets", "Main")
+def read_image_sets(root, usable_names, task="Main"):
+    """split -> indices of `usable_names` listed in ImageSets/TASK/{train,val,test}.txt; {} if none exist."""
+    folder = os.path.join(root, "ImageSets", task)
     paths = {split: os.path.join(folder, name + ".txt") for split, name in VOC_SPLIT_FILES.items()}
     if not all(os.path.isfile(p) for p in paths.values()):
         return {}

@@ -43,6 +43,10 @@ LESSONS = {
         "video_movinet",
         "Video classification: a causal MoViNet-A0 frozen, then fine-tuned; a stream TFLite model checked frame by frame.",
     ),
+    "segment-anything": (
+        "segment_anything",
+        "Prompted segmentation: SAM prompted, its mask decoder fine-tuned, a small SAM from scratch, vs a U-Net.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

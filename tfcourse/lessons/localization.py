@@ -126,15 +126,8 @@ def write_pasted_data(data, root):
             raise UserError("data.source = 'pasted' needs data.objects (a folder of class folders of objects on "
                             "black) and data.backgrounds (a folder of photos); see configs/localization-assets.yaml, "
                             "or set data.source to a VOC-style folder of your own.")
-        folder = images.scan_image_folder(data.objects, data.skip_bad_files)
-        class_names, labels, skipped = folder.class_names, folder.labels, list(folder.skipped)
-        objects = [(image, boxes.brightness_mask(image, data.mask_threshold)) for image in boxes.read_image_files(folder.files)]
-        empty = [i for i, (_, mask) in enumerate(objects) if not mask.any()]
-        skipped += [{"path": folder.files[i], "reason": "no pixel brighter than data.mask_threshold"} for i in empty]
-        keep = np.setdiff1d(np.arange(len(objects)), empty)
-        objects, labels = [objects[i] for i in keep], labels[keep]
-        backgrounds, background_skipped = _read_backgrounds(data.backgrounds)
-        skipped += background_skipped
+        objects, labels, class_names, backgrounds, skipped = boxes.read_objects_and_backgrounds(
+            data.objects, data.backgrounds, data.mask_threshold, data.skip_bad_files)
     object_splits = images.stratified_split(labels, data.validation_fraction, data.test_fraction, data.seed)
     background_splits = images.stratified_split(np.zeros(len(backgrounds), int), data.validation_fraction,
                                                 data.test_fraction, data.seed)
@@ -149,19 +142,6 @@ def write_pasted_data(data, root):
         "images_per_split": counts, "source_skipped": skipped,
     }
     return class_names, summary
-
-
-def _read_backgrounds(folder):
-    if not os.path.isdir(folder):
-        raise UserError(f"data.backgrounds = {folder!r} is not a folder of photos.")
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if not f.startswith("."))
-    files = [f for f in files if os.path.isfile(f)]
-    bad = set(images._undecodable(files)) if files else set()
-    readable = [f for i, f in enumerate(files) if i not in bad]
-    if len(readable) < 3:
-        raise UserError(f"data.backgrounds = {folder!r} has {len(readable)} readable photo(s); at least 3 are needed "
-                        "(one per split).")
-    return boxes.read_image_files(readable), [{"path": files[i], "reason": "cannot be decoded"} for i in sorted(bad)]
 
 
 def load_data(data, work_dir):
