@@ -541,23 +541,21 @@ def export_sam(image_encoder, prompt_decoder, run_dir, test_images, test_boxes, 
                                    tf.TensorSpec((1, SAM_POINTS, 2), name="points"),
                                    tf.TensorSpec((1, SAM_POINTS), name="labels")]),
     }
+    def write_decoder(path, endpoints):
+        archive = keras.export.ExportArchive()
+        archive.track(prompt_decoder)
+        for name, (function, signature) in endpoints.items():
+            archive.add_endpoint(name, function, input_signature=signature)
+        archive.write_out(path, verbose=False)
+
     encoder_dir, decoder_dir = os.path.join(tmp_dir, "image_encoder"), os.path.join(tmp_dir, "prompt_decoder")
     image_encoder.export(encoder_dir, format="tf_saved_model", verbose=False)
-    archive = keras.export.ExportArchive()
-    archive.track(prompt_decoder)
-    archive.add_endpoint("serve", prompt_decoder.call, input_signature=[{
-        name: tf.TensorSpec((None, *spec.shape[1:]), name=name) for name, spec in prompt_decoder.input.items()}])
-    for name, (function, signature) in one_prompt.items():
-        archive.add_endpoint(name, function, input_signature=signature)
-    archive.write_out(decoder_dir, verbose=False)
+    any_prompts = [{name: tf.TensorSpec((None, *spec.shape[1:]), name=name) for name, spec in prompt_decoder.input.items()}]
+    write_decoder(decoder_dir, {"serve": (prompt_decoder.call, any_prompts), **one_prompt})
     # The converter fails on `serve` (a strided slice over prompts of unknown count needs TF ops), so
     # the TFLite model comes from the one-prompt signatures alone.
     tflite_source = os.path.join(tmp_dir, "prompt_decoder_one_prompt")
-    archive = keras.export.ExportArchive()
-    archive.track(prompt_decoder)
-    for name, (function, signature) in one_prompt.items():
-        archive.add_endpoint(name, function, input_signature=signature)
-    archive.write_out(tflite_source, verbose=False)
+    write_decoder(tflite_source, one_prompt)
     tflite_path = os.path.join(tmp_dir, "prompt_decoder.tflite")
     converter = tf.lite.TFLiteConverter.from_saved_model(tflite_source, signature_keys=list(one_prompt))
     with open(tflite_path, "wb") as f:

@@ -178,8 +178,8 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience, strat
         # shuffle=False: the tf.data pipeline shuffles (Keras ignores the flag for datasets, with a warning)
         model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
     history = read_csv_log(os.path.join(stage_dir, "log.csv"))  # all epochs, also across a resume
-    _write_atomically(final_weights, model.save_weights)
-    _write_atomically(history_path, lambda path: _dump_json(history, path))  # last: it marks the stage finished
+    write_atomically(final_weights, model.save_weights)
+    write_atomically(history_path, lambda path: _dump_json(history, path))  # last: it marks the stage finished
     shutil.rmtree(os.path.join(stage_dir, "backup"), ignore_errors=True)
     return history
 
@@ -189,7 +189,7 @@ def _dump_json(data, path):
         json.dump(data, f)
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
     """`write(tmp)`, then the finished file replaces `path`: a kill never leaves it half-written."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, "tmp-" + name)  # keeps the name's ending: Keras checks it

@@ -94,7 +94,6 @@ def write_pasted_voc(root, objects, object_labels, class_names, backgrounds, obj
     times, each time onto a random background of the same split. Returns split -> number of images.
     """
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, "ImageSets", "Main"), exist_ok=True)
     counts = {}
     for split, object_indices in object_splits.items():
         names = []
@@ -105,9 +104,7 @@ def write_pasted_voc(root, objects, object_labels, class_names, backgrounds, obj
                 name = f"{split}_{i:04d}_{k}"
                 write_voc_example(root, name, image, box, class_names[object_labels[i]])
                 names.append(name)
-        with open(os.path.join(root, "ImageSets", "Main", VOC_SPLIT_FILES[split] + ".txt"), "w") as f:
-            f.write("\n".join(names) + "\n")
-        counts[split] = len(names)
+        counts[split] = write_image_set(root, split, names)
     return counts
 
 
@@ -339,6 +336,15 @@ def read_voc_folder(root, class_names=None, skip_bad_files=True):
 def _image_size(path):
     shape = tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False))
     return int(shape[0]), int(shape[1])
+
+
+def write_image_set(root, split, names, task="Main"):
+    """Writes ROOT/ImageSets/TASK/{train,val,test}.txt for `split`, one name a line; -> how many."""
+    folder = os.path.join(root, "ImageSets", task)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, VOC_SPLIT_FILES[split] + ".txt"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    return len(names)
 
 
 def read_image_sets(root, usable_names, task="Main"):

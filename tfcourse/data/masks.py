@@ -25,7 +25,6 @@ from tfcourse import UserError
 from tfcourse.data import boxes, images
 
 IGNORE = 255
-VOC_SPLIT_FILES = boxes.VOC_SPLIT_FILES
 
 
 # ## Pasting objects onto photos, with their masks
@@ -89,7 +88,6 @@ def write_pasted_segmentation(root, objects, backgrounds, object_splits, backgro
     split -> number of images.
     """
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, "ImageSets", "Segmentation"), exist_ok=True)
     counts = {}
     for split, object_indices in object_splits.items():
         names = []
@@ -99,9 +97,7 @@ def write_pasted_segmentation(root, objects, backgrounds, object_splits, backgro
                 image, mask = paste_with_mask(background, *objects[i], rng, scale_range)
                 names.append(f"{split}_{i:04d}_{k}")
                 write_example(root, names[-1], image, mask.astype(np.uint8))
-        with open(os.path.join(root, "ImageSets", "Segmentation", VOC_SPLIT_FILES[split] + ".txt"), "w") as f:
-            f.write("\n".join(names) + "\n")
-        counts[split] = len(names)
+        counts[split] = boxes.write_image_set(root, split, names, "Segmentation")
     return counts
 
 
@@ -164,9 +160,9 @@ def read_segmentation_folder(root, skip_bad_files=True):
             if name not in mask_names:
                 raise ValueError(f"no label map SegmentationClass/{name}.png")
             mask = object_mask(read_label_map(mask_path))
-            if mask.shape != boxes._image_size(path):
-                raise ValueError(f"its label map is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                 f"{boxes._image_size(path)[1]}x{boxes._image_size(path)[0]}")
+            height, width = boxes._image_size(path)
+            if mask.shape != (height, width):
+                raise ValueError(f"its label map is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}")
             if not np.any(mask == 1):
                 raise ValueError("its label map has no object pixel")
         except ValueError as error:

@@ -174,12 +174,9 @@ def load_data(data, work_dir):
         if not len(indices):
             raise UserError(f"The {name} split of {root!r} has no usable image.")
     skipped = folder.skipped + summary.get("pasting", {}).get("source_skipped", [])
-    arrays = {}
-    for split, indices in splits.items():
-        pairs = masks.mask_dataset([folder.files[i] for i in indices], [folder.masks[i] for i in indices],
-                                   data.image_size).batch(64)
-        batches = list(pairs.as_numpy_iterator())
-        arrays[split] = tuple(np.concatenate([b[k] for b in batches]) for k in (0, 1))
+    arrays = {split: images.load_array(masks.mask_dataset([folder.files[i] for i in indices],
+                                                          [folder.masks[i] for i in indices], data.image_size).batch(64))
+              for split, indices in splits.items()}
     summary.update(folder=root, split_sizes={s: len(a[0]) for s, a in arrays.items()}, num_skipped=len(skipped),
                    skipped=skipped, object_share={s: float(np.mean(a[1] == 1)) for s, a in arrays.items()})
     return arrays, summary, shown
@@ -188,6 +185,11 @@ def load_data(data, work_dir):
 def exact_boxes(mask_array):
     """[n, 4] boxes [x0, y0, x1, y1] (pixel edges) of the objects of [n, s, s] masks."""
     return np.stack([masks.mask_box(tf.constant(m)).numpy() for m in mask_array])
+
+
+def random_flip(image, mask):
+    """Flips an image and its mask left-right together, half the time."""
+    return tf.cond(tf.random.uniform([]) < 0.5, lambda: (image[:, ::-1], mask[:, ::-1]), lambda: (image, mask))
 
 
 def prompt_pairs(inputs, mask_array, data, batch_size, training, input_key):
@@ -199,8 +201,7 @@ def prompt_pairs(inputs, mask_array, data, batch_size, training, input_key):
 
     def with_box(x, mask):
         if training and input_key == "images":
-            flip = tf.random.uniform([]) < 0.5
-            x, mask = tf.cond(flip, lambda: (x[:, ::-1], mask[:, ::-1]), lambda: (x, mask))
+            x, mask = random_flip(x, mask)
         box = masks.mask_box(mask)
         if training:
             box = masks.jitter_box(box, data.image_size, data.box_jitter)
@@ -213,8 +214,7 @@ def unet_pairs(arrays, data, batch_size, training):
     ds = tf.data.Dataset.from_tensor_slices(arrays)
     if training:
         ds = ds.shuffle(len(arrays[0]), seed=data.seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda x, m: tf.cond(tf.random.uniform([]) < 0.5, lambda: (x[:, ::-1], m[:, ::-1]), lambda: (x, m)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(random_flip, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -258,6 +258,8 @@ def box_filled(box_array, image_size):
 
 # ## The lesson
 
+EVALUATED = ("validation", "test")  # the splits every model is scored on
+
 
 def run(config, run_dir):
     timings = runs.Timings()
@@ -275,8 +277,8 @@ def run(config, run_dir):
         points = {s: np.stack([masks.interior_point(mask) for mask in a[1]]) for s, a in arrays.items()}
     print(f"Data: {data_summary['folder']}, split sizes {data_summary['split_sizes']}, "
           f"{data_summary['num_skipped']} file(s) skipped.")
-    results = {"box_prompt_alone": {s: segmentation_metrics(box_filled(true_boxes[s], size), truth[s])
-                                    for s in ("validation", "test")}}
+    predicted = {"box_prompt_alone": {s: box_filled(true_boxes[s], size) for s in EVALUATED}}
+    results = {"box_prompt_alone": {s: segmentation_metrics(m, truth[s]) for s, m in predicted["box_prompt_alone"].items()}}
     histories, prompted, models = {}, {}, {}
 
     # 1. The U-Net: a pretrained encoder frozen, then its top layers fine-tuned.
@@ -294,8 +296,8 @@ def run(config, run_dir):
             histories["unet_fine_tuned"] = train.fit_stage(
                 unet, pipelines["train"], pipelines["validation"], t.unet_fine_tune_epochs,
                 os.path.join(checkpoints, "unet_fine_tuned"), t.early_stopping_patience, strategy)
-    unet_masks = {s: unet.predict(arrays[s][0], batch_size=batch_size, verbose=0) > 0 for s in ("validation", "test")}
-    results["unet"] = {s: segmentation_metrics(unet_masks[s], truth[s]) for s in unet_masks}
+    predicted["unet"] = {s: unet.predict(arrays[s][0], batch_size=batch_size, verbose=0) > 0 for s in EVALUATED}
+    results["unet"] = {s: segmentation_metrics(m, truth[s]) for s, m in predicted["unet"].items()}
 
     # 2. SAM's mask decoder fine-tuned on cached image embeddings, the image and prompt encoders frozen.
     with timings("train_sam_decoder"), train.model_scope(strategy):
@@ -333,13 +335,12 @@ def run(config, run_dir):
                                                        t.early_stopping_patience, strategy)
         models["sam_scratch"] = (scratch_encoder, scratch_decoder, scratch)
         prompted["sam_scratch"] = {s: scratch_encoder.predict(arrays[s][0], batch_size=batch_size, verbose=0)
-                                   for s in ("validation", "test")}
+                                   for s in EVALUATED}
 
-    predicted = {"unet": unet_masks, "box_prompt_alone": {s: box_filled(true_boxes[s], size) for s in unet_masks}}
     for name, (_, decoder_of, _) in models.items():
-        predicted[name] = {s: sam_masks(decoder_of, prompted[name][s], size, boxes=true_boxes[s]) for s in unet_masks}
-        results[name] = {s: segmentation_metrics(predicted[name][s], truth[s]) for s in unet_masks}
-        for s in unet_masks:  # one click on the object instead of a box
+        predicted[name] = {s: sam_masks(decoder_of, prompted[name][s], size, boxes=true_boxes[s]) for s in EVALUATED}
+        results[name] = {s: segmentation_metrics(m, truth[s]) for s, m in predicted[name].items()}
+        for s in EVALUATED:  # one click on the object instead of a box
             point_masks = sam_masks(decoder_of, prompted[name][s], size, points=points[s])
             results[name][s]["point_prompt_miou"] = segmentation_metrics(point_masks, truth[s])["miou"]
 
@@ -394,8 +395,7 @@ def cached_embeddings(encoder, image_array, path):
             return cached
     embeddings = encoder.predict(image_array, batch_size=8, verbose=0)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path + ".tmp.npy", embeddings)
-    os.replace(path + ".tmp.npy", path)
+    train.write_atomically(path, lambda tmp: np.save(tmp, embeddings))
     return embeddings
 
 
