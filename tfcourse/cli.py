@@ -4,6 +4,7 @@
     tfcourse run LESSON [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
     tfcourse evaluate RUN_DIR --data PATH [--format saved_model|tflite|tflite-dynamic|tflite-int8]
     tfcourse predict RUN_DIR FILE... [--top-k K] [--format ...]
+    tfcourse predict SEGMENT_ANYTHING_RUN IMAGE... (--box X0,Y0,X1,Y1 | --point X,Y[,LABEL] ...) [--out DIR]
     tfcourse explain RUN_DIR IMAGE... [--out DIR] [--layers NAME ...] [--methods vanilla smoothgrad gradcam]
     tfcourse bench [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
 
@@ -48,6 +49,11 @@ def _parser():
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", default="saved_model", help=formats)
+    predict.add_argument("--box", type=_numbers(4), metavar="X0,Y0,X1,Y1",
+                         help="segment-anything runs: a box prompt, in the image's pixels")
+    predict.add_argument("--point", dest="points", type=_numbers(2, 3), action="append", default=[], metavar="X,Y[,LABEL]",
+                         help="segment-anything runs: a point prompt (label 1 object, the default; 0 background); repeatable")
+    predict.add_argument("--out", help="segment-anything runs: where the mask PNGs go (default: RUN_DIR/predictions)")
 
     explain = commands.add_parser(
         "explain", help="saliency, SmoothGrad, Grad-CAM and activation grids of a run's Keras model, as PNGs",
@@ -72,6 +78,19 @@ def _parser():
     return parser
 
 
+def _numbers(*counts):
+    """An argparse type: comma-separated numbers, as many as one of `counts` (a point's label defaults to 1)."""
+    def parse(text):
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) not in counts:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {' or '.join(map(str, counts))} comma-separated numbers")
+        return tuple(values) + (1.0,) * (max(counts) - len(values))
+    return parse
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,7 +104,8 @@ def main(argv=None):
         elif args.command == "evaluate":
             print(json.dumps(evaluate_run(args.run_dir, args.data, args.format), indent=2))
         elif args.command == "predict":
-            print(json.dumps(predict_files(args.run_dir, args.files, args.top_k, args.format), indent=2))
+            print(json.dumps(predict_files(args.run_dir, args.files, args.top_k, args.format, args.box, args.points,
+                                           args.out), indent=2))
         elif args.command == "explain":
             explain_run(args)
         elif args.command == "bench":
@@ -141,7 +161,7 @@ def evaluate_run(run_dir, data_path, fmt):
     from tfcourse.export import load_exported, predict_batches
 
     lesson = _lesson_of_run(run_dir)
-    if hasattr(lesson, "predict_files"):
+    if hasattr(lesson, "predict_files") or hasattr(lesson, "segment_files"):
         raise UserError(f"{run_dir!r} is a {lesson.__name__.rsplit('.', 1)[-1]} run: its export is not an image "
                         "classifier, so `evaluate` cannot score it; its own report.json holds its test metrics.")
     predict, image_size, class_names = load_exported(run_dir, fmt)
@@ -173,11 +193,15 @@ def _lesson_of_run(run_dir):
     return load_lesson(name) if name in LESSONS else None
 
 
-def predict_files(run_dir, files, top_k, fmt):
+def predict_files(run_dir, files, top_k=3, fmt="saved_model", box=None, points=(), out_dir=None):
     from tfcourse.data import images
     from tfcourse.export import load_exported, top_k_classes
 
     lesson = _lesson_of_run(run_dir)
+    if hasattr(lesson, "segment_files"):  # prompted segmentation: masks, not classes
+        return lesson.segment_files(run_dir, files, box, points, fmt, out_dir)
+    if box or points:
+        raise UserError(f"--box and --point prompt segment-anything runs; {run_dir!r} is not one.")
     if hasattr(lesson, "predict_files"):  # lessons whose exports do not take images (e.g. pose: keypoints)
         return lesson.predict_files(run_dir, files, top_k, fmt)
     predict, image_size, class_names = load_exported(run_dir, fmt)

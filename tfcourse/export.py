@@ -610,3 +610,49 @@ def export_sam(image_encoder, prompt_decoder, run_dir, test_images, test_boxes, 
     _write_metrics(metrics, tmp_dir)
     _replace_dir(tmp_dir, final_dir)
     return metrics
+
+
+class SAMExport:
+    """A run's exported SAM: `encode` (uint8 [1, S, S, 3] -> image embeddings, the SavedModel) and
+    `decode` (one box [1, 1, 2, 2] or up to SAM_POINTS points [1, P, 2] with labels [1, P], in the
+    pixels of S x S images -> {"masks": [1, 4, S/4, S/4] logits, "iou_pred": [1, 4]}), from the
+    SavedModel or the TFLite decoder. There is no TFLite image encoder: `tflite` decodes with TFLite
+    and encodes with the SavedModel. The SavedModels are programs: only load runs you trust."""
+
+    def __init__(self, run_dir, fmt="saved_model"):
+        if fmt not in ("saved_model", "tflite"):
+            raise UserError(f"--format {fmt!r}: a segment-anything run exports saved_model and tflite (the decoder) only.")
+        export_dir = run_export_dir(run_dir)
+        paths = {"image_encoder": os.path.join(export_dir, "image_encoder"),
+                 "decoder": os.path.join(export_dir, "prompt_decoder" if fmt == "saved_model" else "prompt_decoder.tflite")}
+        for path in (*paths.values(), os.path.join(export_dir, "export_metrics.json")):
+            if not os.path.exists(path):
+                raise UserError(f"{run_dir!r} holds no exported SAM ({path} is missing); give the run directory "
+                                "of a segment-anything run that `tfcourse run` printed.")
+        self.image_size = _read_export_json(os.path.join(export_dir, "export_metrics.json"))["image_size"]
+        self._encoder = load_saved_model(paths["image_encoder"])  # kept: its variables live as long as it does
+        if fmt == "saved_model":
+            self._decoder = load_saved_model(paths["decoder"])
+            if not all(hasattr(self._decoder, kind) for kind in ("box", "points")):
+                raise UserError(f"SavedModel {paths['decoder']!r} has no `box` and `points` functions: it is not a "
+                                "tfcourse SAM export.")
+            self._signatures = {"box": self._decoder.box, "points": self._decoder.points}
+        else:
+            interpreter = _tflite_interpreter(paths["decoder"])
+            self._signatures = {kind: interpreter.get_signature_runner(kind) for kind in ("box", "points")}
+
+    def encode(self, image):
+        return self._encoder.serve(tf.constant(image, tf.uint8)).numpy()
+
+    def decode(self, embedding, boxes=None, points=None, labels=None):
+        if boxes is not None:
+            prompts, kind = {"boxes": np.asarray(boxes, "float32").reshape(1, 1, 2, 2)}, "box"
+        else:
+            count = len(points)
+            if not 1 <= count <= SAM_POINTS:
+                raise UserError(f"{count} points given: the exported decoder takes 1 to {SAM_POINTS} points.")
+            padded_points, padded_labels = np.zeros((1, SAM_POINTS, 2), "float32"), np.full((1, SAM_POINTS), -1.0, "float32")
+            padded_points[0, :count], padded_labels[0, :count] = points, labels
+            prompts, kind = {"points": padded_points, "labels": padded_labels}, "points"
+        outputs = self._signatures[kind](image_embeddings=np.asarray(embedding, "float32"), **prompts)
+        return {name: np.asarray(outputs[name]) for name in ("masks", "iou_pred")}

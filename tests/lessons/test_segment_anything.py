@@ -2,17 +2,24 @@ import json
 import os
 
 import numpy as np
+import PIL.Image
 import pytest
 
-from tfcourse import UserError, config
+from tfcourse import UserError, cli, config
+from tfcourse.data import masks
 from tfcourse.lessons import segment_anything
 
 MODELS = ("box_prompt_alone", "unet", "sam_fine_tuned", "sam_scratch")
 
 
-def test_smoke_run_writes_the_table_plots_and_checked_exports(tmp_path):
-    smoke = config.load(segment_anything.Config, base=segment_anything.SMOKE)
-    report = segment_anything.run(smoke, str(tmp_path))
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("segment-anything-smoke")
+    return run_dir, segment_anything.run(config.load(segment_anything.Config, base=segment_anything.SMOKE), str(run_dir))
+
+
+def test_smoke_run_writes_the_table_plots_and_checked_exports(smoke_run):
+    tmp_path, report = smoke_run
     assert json.load(open(tmp_path / "report.json"))["lesson"] == "segment-anything"
     for name in ("training_curves.png", "masks.png", "prompts.png", "summary.md", "export/export_metrics.json",
                  "export/image_encoder/saved_model.pb", "export/prompt_decoder/saved_model.pb",
@@ -43,6 +50,54 @@ def test_smoke_run_writes_the_table_plots_and_checked_exports(tmp_path):
     assert "DELEGATE" not in exported["prompt_decoder_tflite"]["ops"] and "FULLY_CONNECTED" in exported["prompt_decoder_tflite"]["ops"]
     assert set(report["speed_seconds"]) == {"image_encoder_keras", "prompt_decoder_keras", "prompt_decoder_tflite"}
     assert "| sam_scratch |" in open(tmp_path / "summary.md").read()
+
+
+def test_predict_prompts_the_exported_sam_on_images_of_any_shape(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    voc = run_dir / "checkpoints" / "voc"
+    name = (voc / "ImageSets" / "Segmentation" / "test.txt").read_text().split()[0]
+    image = np.asarray(PIL.Image.open(voc / "JPEGImages" / f"{name}.jpg"))  # 64 x 64, the run's size
+    box = tuple(segment_anything.exact_boxes((masks.read_label_map(str(voc / "SegmentationClass" / f"{name}.png")) == 1)
+                                             [None].astype(np.uint8))[0])
+    PIL.Image.fromarray(image).save(tmp_path / "same.png")
+    PIL.Image.fromarray(image).resize((128, 128), PIL.Image.BICUBIC).save(tmp_path / "double.png")
+    wide = np.zeros((64, 100, 3), np.uint8)
+    wide[:, :64] = image
+    PIL.Image.fromarray(wide).save(tmp_path / "wide.png")
+
+    def predict(file, fmt="saved_model", **prompt):
+        return cli.predict_files(str(run_dir), [str(tmp_path / file)], fmt=fmt, out_dir=str(tmp_path / fmt), **prompt)[0]
+
+    same = {fmt: predict("same.png", fmt, box=box) for fmt in ("saved_model", "tflite")}
+    np.testing.assert_allclose(same["tflite"]["predicted_iou"], same["saved_model"]["predicted_iou"], atol=1e-3)
+    assert same["saved_model"]["chosen_mask"] == 0 and len(same["saved_model"]["predicted_iou"]) == 4
+    written = np.asarray(PIL.Image.open(same["saved_model"]["mask_png"]))
+    assert written.shape == (64, 64) and set(np.unique(written)) <= {0, 255}
+    assert (written == 255).mean() == pytest.approx(same["saved_model"]["mask_fraction"], abs=1e-4)
+    assert os.path.isfile(same["saved_model"]["plot_png"])
+    # the same picture at twice the size, with the box doubled: the prompt is rescaled with the image
+    double = predict("double.png", box=tuple(2 * v for v in box))
+    np.testing.assert_allclose(double["predicted_iou"], same["saved_model"]["predicted_iou"], atol=0.03)
+    assert np.asarray(PIL.Image.open(double["mask_png"])).shape == (128, 128)
+    # a wide image is padded to a square, and its mask comes back at its own size
+    assert np.asarray(PIL.Image.open(predict("wide.png", box=box)["mask_png"])).shape == (64, 100)
+    one_point = predict("same.png", points=[((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, 1.0)])
+    assert one_point["chosen_mask"] == 1 + int(np.argmax(one_point["predicted_iou"][1:]))  # SAM's rule for one point
+    assert predict("same.png", points=[(30.0, 30.0, 1.0), (1.0, 1.0, 0.0)])["chosen_mask"] == 0
+
+    with pytest.raises(UserError, match="does not fit .*same.png"):
+        predict("same.png", box=(10.0, 10.0, 80.0, 20.0))
+    with pytest.raises(UserError, match="Give one prompt"):
+        predict("same.png", box=box, points=[(3.0, 3.0, 1.0)])
+    with pytest.raises(UserError, match="1 to 4 points"):
+        predict("same.png", points=[(3.0, 3.0, 1.0)] * 5)
+    with pytest.raises(UserError, match="exports saved_model and tflite"):
+        predict("same.png", "tflite-int8", box=box)
+    with pytest.raises(UserError, match="prompt segment-anything runs"):
+        cli.predict_files(str(tmp_path), [str(tmp_path / "same.png")], box=box)
+    with pytest.raises(SystemExit) as exit_status:  # argparse: "'1,2,x,4' is not 4 comma-separated numbers"
+        cli.main(["predict", str(run_dir), str(tmp_path / "same.png"), "--box", "1,2,x,4"])
+    assert exit_status.value.code == 2
 
 
 def test_box_filled_and_metrics_on_known_masks():

@@ -39,8 +39,8 @@ class ImageFolder:
 
 
 def resize_image(image, image_size):
-    """Any image tensor -> uint8 [size, size, 3], resized with antialiasing."""
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    """Any image tensor -> uint8 [size, size, 3] (or [height, width, 3] for a pair), resized with antialiasing."""
+    image = tf.image.resize(image, (image_size, image_size) if np.ndim(image_size) == 0 else image_size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
