@@ -447,7 +447,8 @@ def _plots(run_dir, report, histories, arrays, true_boxes, points, predicted, ch
         base = name.replace("_fine_tuned", "")
         starts[name] = 1 if name == base else len(histories[base]["loss"]) + 1
         curves[name] = (starts[name], history)
-    viz.plot_training_curves(curves, os.path.join(run_dir, "training_curves.png"), "segment-anything: Dice + focal loss",
+    viz.plot_training_curves(curves, os.path.join(run_dir, "training_curves.png"),
+                             "segment-anything loss: U-Net Dice + focal; SAM that on two masks + IoU error",
                              metrics=("loss",))
     test_images, test_truth = arrays["test"]
     shown = np.unique(np.linspace(0, len(test_images) - 1, min(6, len(test_images))).astype(int))
