@@ -1,0 +1,101 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras_cv.src.models.stable_diffusion.constants import _ALPHAS_CUMPROD
+from keras_cv.src.models.stable_diffusion.stable_diffusion import StableDiffusion
+
+from tfcourse import UserError
+from tfcourse.data import captioned_digits
+from tfcourse.models import diffusion
+
+TIME_WIDTH = 32
+
+
+def test_schedules_match_stable_diffusion_and_run_from_clean_to_noise():
+    np.testing.assert_allclose(diffusion.scaled_linear_alphas_cumprod(), _ALPHAS_CUMPROD, rtol=1e-5)
+    cosine = diffusion.cosine_alphas_cumprod()
+    assert cosine.shape == (1000,) and np.all(np.diff(cosine) < 0)
+    assert cosine[0] > 0.999 and cosine[-1] < 1e-6
+
+
+def test_timestep_embedding_is_keras_cv_s():
+    keras_cv_embedding = StableDiffusion._get_timestep_embedding(None, 981, 2)
+    np.testing.assert_allclose(diffusion.timestep_embedding(tf.constant([981, 981]), 320), keras_cv_embedding, atol=1e-5)
+
+
+def test_add_noise_mixes_by_the_schedule():
+    alphas = diffusion.cosine_alphas_cumprod()
+    x0, noise = tf.ones((2, 4, 4, 3)), tf.fill((2, 4, 4, 3), 2.0)
+    noisy = diffusion.add_noise(x0, noise, tf.constant([0, 500]), alphas).numpy()
+    for i, t in enumerate((0, 500)):
+        np.testing.assert_allclose(noisy[i], math.sqrt(alphas[t]) + 2 * math.sqrt(1 - alphas[t]), rtol=1e-5)
+
+
+def test_tiny_model_shapes_and_keras_round_trip(tmp_path):
+    vocabulary_size = len(captioned_digits.tokenizer().get_vocabulary())
+    denoiser, unet, text_encoder = diffusion.build_small("tiny", vocabulary_size, captioned_digits.SEQUENCE_LENGTH)
+    inputs = {"noisy_images": np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32"),
+              "timestep_embedding": diffusion.timestep_embedding(tf.constant([3, 700]), TIME_WIDTH).numpy(),
+              "tokens": captioned_digits.tokenizer()(["a red seven on the left", ""]).numpy()}
+    out = denoiser.predict(inputs, verbose=0)
+    assert out.shape == (2, 32, 32, 3)
+    assert text_encoder.output.shape[1:] == (captioned_digits.SEQUENCE_LENGTH, 32)
+    denoiser.save(tmp_path / "denoiser.keras")
+    reloaded = keras.models.load_model(tmp_path / "denoiser.keras")
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), out, atol=1e-6)
+    with pytest.raises(UserError, match="model.size = 'huge'"):
+        diffusion.build_small("huge", vocabulary_size, 8)
+
+
+class OracleUNet:
+    """A stand-in denoiser with the UNet's signature that knows the clean image: it predicts the
+    exact noise of x_t for `target` (it reads t back from the lowest-frequency sine of the embedding)."""
+
+    def __init__(self, target, alphas):
+        self.target, self.alphas = tf.constant(target), alphas
+        self.inputs = [keras.Input(target.shape[1:]), keras.Input((TIME_WIDTH,))]
+
+    def __call__(self, inputs):
+        x, embedding, _ = inputs
+        half = TIME_WIDTH // 2
+        lowest = math.exp(-math.log(10000) * (half - 1) / half)
+        t = tf.cast(tf.round(tf.asin(embedding[:, -1]) / lowest), tf.int32)
+        a = tf.reshape(tf.gather(tf.constant(self.alphas), t), (-1, 1, 1, 1))
+        return (x - tf.sqrt(a) * tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1])) / tf.sqrt(1 - a)
+
+
+def oracle_sampler(target_uint8):
+    alphas = diffusion.cosine_alphas_cumprod()
+    target = target_uint8.astype("float32") / 127.5 - 1
+    return diffusion.Sampler(OracleUNet(target, alphas), lambda prompts: tf.zeros((len(prompts), 8, 4)), alphas,
+                             TIME_WIDTH, encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
+                             decode=lambda x: x, clip_x0=True)
+
+
+def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    given = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    sampler = oracle_sampler(target)
+    prompts = ["a red seven", "a blue two"]
+    generated = sampler.generate(prompts, seed=3, num_steps=20)
+    assert np.abs(generated.astype(int) - target).max() <= 1  # DDIM lands on what the denoiser points to
+    np.testing.assert_array_equal(sampler.generate(prompts, seed=3, num_steps=20, images=given, strength=0.0), given)
+    np.testing.assert_array_equal(sampler.generate(prompts, seed=3, num_steps=20, images=given, strength=1.0), generated)
+    half = sampler.generate(prompts, seed=3, num_steps=20, images=given, strength=0.5)
+    assert np.abs(half.astype(int) - target).max() <= 1
+    mask = np.zeros((2, 8, 8), "float32")
+    mask[:, 2:6, 2:6] = 1
+    painted = sampler.generate(prompts, seed=3, num_steps=20, images=given, mask=mask)
+    np.testing.assert_array_equal(painted[mask == 0], given[mask == 0])  # outside: the input's own pixels
+    assert np.abs(painted[mask == 1].astype(int) - target[mask == 1]).max() <= 1
+    with pytest.raises(UserError, match="strength = 1.5"):
+        sampler.generate(prompts, seed=3, images=given, strength=1.5)
+
+
+def test_ddim_timesteps_are_keras_cv_s():
+    sampler = oracle_sampler(np.zeros((1, 8, 8, 3), np.uint8))
+    np.testing.assert_array_equal(sampler.timesteps(50)[[0, 1, -1]], [0, 20, 999])

@@ -1,0 +1,271 @@
+"""Text-conditioned diffusion, as Stable Diffusion does it, for the full KerasCV model and a small one.
+
+A diffusion model learns to undo noise. Training: take an image x0, a step t of T, noise eps, and
+x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (a_t = the schedule's cumulative alpha); the denoiser
+sees (x_t, an embedding of t, the caption's text encoding) and predicts eps, with a mean squared
+error. Sampling (DDIM, eta = 0): from pure noise, step down a subsequence of the T steps, each time
+estimating x0 from the predicted eps and re-noising it to the next level. Classifier-free guidance
+mixes the predictions with and without the caption: eps = eps_empty + scale (eps_caption - eps_empty);
+the model learns both because captions are dropped from 10 % of training examples.
+
+The same sampler edits images:
+- img2img: noise the input to the level `strength` sets and denoise from there under the new
+  prompt. Strength 0 returns the input (up to autoencoder error, for a latent model); strength 1 is
+  text-to-image from the same noise.
+- inpainting: at every step the region outside the mask is replaced by the input noised to that
+  step's level, and after decoding the input's pixels are put back outside the mask, so they are
+  unchanged exactly.
+
+The small model is in pixel space: 32 x 32 images, split into 2 x 2 patches (space-to-depth, as
+"simple diffusion" does) so the UNet runs at 16 x 16. It has no autoencoder, so there is no
+autoencoder to train and no reconstruction error; at 32 px a latent model would save little.
+Its UNet is built from KerasCV's own Stable Diffusion blocks (ResBlock, SpatialTransformer), its
+text encoder from KerasHub's transformer layers.
+"""
+
+import dataclasses
+import math
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+from keras_cv.src.models.stable_diffusion.diffusion_model import ResBlock, SpatialTransformer, Upsample
+from keras_cv.src.models.stable_diffusion.padded_conv2d import PaddedConv2D
+
+from tfcourse import UserError
+
+NUM_TRAIN_STEPS = 1000
+# KerasCV's Stable Diffusion layers create their weights on first call, not in build(); Keras 3 warns
+# once per layer. The weights are built and saved correctly (the .keras round trip is tested).
+warnings.filterwarnings("ignore", message=r"`build\(\)` was called on layer '(padded_conv2d|spatial_transformer|upsample)")
+
+# ## Noise schedules
+
+
+def cosine_alphas_cumprod(num_steps=NUM_TRAIN_STEPS, offset=0.008):
+    """Nichol & Dhariwal's cosine schedule (good for small pixel images): a_t for t = 0..T-1."""
+    f = np.cos((np.arange(num_steps + 1) / num_steps + offset) / (1 + offset) * np.pi / 2) ** 2
+    betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+    return np.cumprod(1 - betas).astype("float32")
+
+
+def scaled_linear_alphas_cumprod(num_steps=NUM_TRAIN_STEPS, beta_start=0.00085, beta_end=0.012):
+    """Stable Diffusion v1's schedule (betas linear in their square root)."""
+    betas = np.linspace(beta_start**0.5, beta_end**0.5, num_steps) ** 2
+    return np.cumprod(1 - betas).astype("float32")
+
+
+def timestep_embedding(timesteps, dim, max_period=10000):
+    """Stable Diffusion's sinusoidal embedding of integer steps [B] -> [B, dim] (cosines, then sines)."""
+    half = dim // 2
+    frequencies = tf.exp(-math.log(max_period) * tf.range(half, dtype=tf.float32) / half)
+    angles = tf.cast(tf.reshape(timesteps, (-1, 1)), tf.float32) * frequencies
+    return tf.concat([tf.cos(angles), tf.sin(angles)], axis=-1)
+
+
+def add_noise(x0, noise, timesteps, alphas_cumprod):
+    """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise, per example."""
+    a = tf.reshape(tf.gather(tf.constant(alphas_cumprod, x0.dtype), timesteps), (-1,) + (1,) * (len(x0.shape) - 1))
+    return tf.sqrt(a) * x0 + tf.sqrt(1 - a) * noise
+
+
+# ## The small text-to-image model
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallConfig:
+    image_size: int = 32
+    channels: tuple = (64, 96, 128)  # per UNet level, at 16, 8 and 4 px (multiples of 32: GroupNorm's groups)
+    attention: tuple = (False, False, True)  # a SpatialTransformer (self- and cross-attention) per level
+    heads: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    time_width: int = 128
+
+
+SMALL_SIZES = {
+    "small": SmallConfig(),
+    "tiny": SmallConfig(channels=(32, 32), attention=(False, True), heads=2, text_width=32, text_layers=1, time_width=32),
+}
+
+
+@keras.saving.register_keras_serializable("tfcourse")
+class Patches(keras.layers.Layer):
+    """2 x 2 pixel patches as channels (space-to-depth), or back (`inverse`): the UNet works on patches."""
+
+    def __init__(self, inverse=False, **kwargs):
+        super().__init__(**kwargs)
+        self.inverse = inverse
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, 2) if self.inverse else tf.nn.space_to_depth(x, 2)
+
+    def get_config(self):
+        return {**super().get_config(), "inverse": self.inverse}
+
+
+def small_text_encoder(vocabulary_size, sequence_length, config):
+    """Token ids [B, L] -> the text encoding [B, L, text_width] the UNet attends to."""
+    tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
+    x = keras_hub.layers.TokenAndPositionEmbedding(vocabulary_size, sequence_length, config.text_width,
+                                                   name="token_and_position")(tokens)
+    for i in range(config.text_layers):
+        x = keras_hub.layers.TransformerEncoder(2 * config.text_width, config.heads, name=f"transformer_{i}")(x)
+    return keras.Model(tokens, keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x), name="text_encoder")
+
+
+def small_unet(config, sequence_length):
+    """(noisy images [B, S, S, 3], timestep embedding [B, time_width], context [B, L, text_width]) -> noise.
+
+    Stable Diffusion's UNet in miniature: a ResBlock (with the timestep) and optionally a
+    SpatialTransformer (attending to the text) per level, strided convolutions down, two blocks per
+    level back up joined with the skips, at half the image's resolution (2 x 2 patches).
+    """
+    size = config.image_size
+    noisy = keras.Input((size, size, 3), name="noisy_images")
+    time = keras.Input((config.time_width,), name="timestep_embedding")
+    context = keras.Input((sequence_length, config.text_width), name="context")
+    t = keras.layers.Dense(4 * config.time_width, activation="swish", name="time_mlp_0")(time)
+    t = keras.layers.Dense(4 * config.time_width, name="time_mlp_1")(t)
+
+    def block(x, channels, attend):
+        x = ResBlock(channels)([x, t])
+        return SpatialTransformer(config.heads, channels // config.heads)([x, context]) if attend else x
+
+    x = Patches(name="to_patches")(noisy)
+    x = PaddedConv2D(config.channels[0], 3, padding=1)(x)
+    skips = [x]
+    last = len(config.channels) - 1
+    for level, (channels, attend) in enumerate(zip(config.channels, config.attention)):
+        x = block(x, channels, attend)
+        skips.append(x)
+        if level < last:
+            x = PaddedConv2D(channels, 3, strides=2, padding=1)(x)
+            skips.append(x)
+    x = block(x, config.channels[-1], True)
+    x = ResBlock(config.channels[-1])([x, t])
+    for level in reversed(range(len(config.channels))):
+        for _ in range(2):
+            x = block(keras.layers.Concatenate()([x, skips.pop()]), config.channels[level], config.attention[level])
+        if level:
+            x = Upsample(config.channels[level])(x)
+    x = keras.layers.GroupNormalization(epsilon=1e-5)(x)
+    x = PaddedConv2D(12, 3, padding=1)(keras.layers.Activation("swish")(x))
+    noise = Patches(inverse=True, name="from_patches")(x)
+    return keras.Model([noisy, time, context], noise, name="unet")
+
+
+def denoiser_model(unet, text_encoder):
+    """The model `fit` trains: {"noisy_images", "timestep_embedding", "tokens"} -> predicted noise."""
+    noisy = keras.Input(unet.inputs[0].shape[1:], name="noisy_images")
+    time = keras.Input(unet.inputs[1].shape[1:], name="timestep_embedding")
+    tokens = keras.Input(text_encoder.inputs[0].shape[1:], dtype="int32", name="tokens")
+    return keras.Model({"noisy_images": noisy, "timestep_embedding": time, "tokens": tokens},
+                       unet([noisy, time, text_encoder(tokens)]), name="denoiser")
+
+
+def build_small(size, vocabulary_size, sequence_length):
+    """-> (denoiser, unet, text encoder) of SMALL_SIZES[size]."""
+    if size not in SMALL_SIZES:
+        raise UserError(f"model.size = {size!r}: choose one of {sorted(SMALL_SIZES)}.")
+    config = SMALL_SIZES[size]
+    text_encoder = small_text_encoder(vocabulary_size, sequence_length, config)
+    unet = small_unet(config, sequence_length)
+    return denoiser_model(unet, text_encoder), unet, text_encoder
+
+
+# ## Sampling and editing
+
+
+class Sampler:
+    """DDIM sampling with classifier-free guidance, text-to-image, img2img and inpainting, for any
+    text-conditioned denoiser: the small pixel model or Stable Diffusion's latent one.
+
+    `unet(x_t, timestep embedding, context) -> noise`; `encode_text(list of prompts) -> context`;
+    `encode_images(uint8 [B, H, W, 3]) -> x0` and `decode(x0) -> images in [-1, 1]` (pixels: a
+    rescaling; Stable Diffusion: its VAE); `clip_x0` clips the estimated x0 to [-1, 1] (pixel space).
+    """
+
+    def __init__(self, unet, encode_text, alphas_cumprod, time_width, encode_images, decode, clip_x0):
+        self.unet, self.encode_text, self.alphas_cumprod = unet, encode_text, np.asarray(alphas_cumprod, "float64")
+        self.time_width, self.encode_images, self.decode, self.clip_x0 = time_width, encode_images, decode, clip_x0
+        self._guided = tf.function(self._guided_noise, reduce_retracing=True)
+
+    def _guided_noise(self, x, timestep, context, empty_context, guidance):
+        both = self.unet([tf.concat([x, x], 0), timestep_embedding(tf.fill([2 * tf.shape(x)[0]], timestep), self.time_width),
+                          tf.concat([context, empty_context], 0)])
+        with_text, without = tf.split(both, 2)
+        return without + guidance * (with_text - without)
+
+    def timesteps(self, num_steps):
+        """The DDIM subsequence, ascending, from 0 to T - 1 (as KerasCV's sampler)."""
+        total = len(self.alphas_cumprod)
+        return np.round(np.arange(num_steps) * (total - 1) / max(num_steps - 1, 1)).astype(int)
+
+    def generate(self, prompts, seed, num_steps=50, guidance=3.0, images=None, strength=1.0, mask=None):
+        """uint8 [B, H, W, 3] images for `prompts`.
+
+        - text-to-image: no `images`;
+        - img2img: `images` and `strength` in [0, 1]: the last round(strength * num_steps) steps are run
+          from the input noised to that level; strength 1 starts from the same pure noise as
+          text-to-image (the input is not used), strength 0 returns the input decoded;
+        - inpainting: `images` and `mask` (float [B, H, W], 1 = repaint): every step re-imposes the
+          input, noised to the step's level, outside the mask; after decoding, the input's pixels are
+          put back outside it.
+
+        The same `seed` gives the same noise, so the three differ only in what the input imposes.
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise UserError(f"strength = {strength}: it must lie in [0, 1].")
+        prompts = list(prompts)
+        context = self.encode_text(prompts)
+        empty = self.encode_text([""] * len(prompts))
+        x0 = None if images is None else self.encode_images(images)
+        shape = self.x_shape(len(prompts)) if x0 is None else tuple(x0.shape)
+        noise = tf.random.stateless_normal(shape, seed=[seed, 0])
+        steps = self.timesteps(num_steps)
+        run = len(steps) if (x0 is None or mask is not None) else int(round(strength * len(steps)))
+        if run == 0:
+            return self._to_uint8(self.decode(x0))
+        x = noise if run == len(steps) else add_noise(x0, noise, [steps[run - 1]] * shape[0], self.alphas_cumprod)
+        latent_mask = None if mask is None else self._resize_mask(mask, shape[1:3])
+        for index in reversed(range(run)):
+            t = steps[index]
+            a_t = self.alphas_cumprod[t]
+            a_prev = self.alphas_cumprod[steps[index - 1]] if index else 1.0
+            eps = self._guided(x, tf.constant(t, tf.int32), context, empty, tf.constant(guidance, tf.float32))
+            pred_x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            if self.clip_x0:
+                pred_x0 = tf.clip_by_value(pred_x0, -1.0, 1.0)
+                eps = (x - math.sqrt(a_t) * pred_x0) / math.sqrt(1 - a_t)
+            x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * eps
+            if latent_mask is not None:
+                x = latent_mask * x + (1 - latent_mask) * (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * noise)
+        out = self._to_uint8(self.decode(x))
+        if mask is not None:  # the input's own pixels outside the mask, exactly
+            keep = np.asarray(mask, "float32")[..., None] < 0.5
+            out = np.where(keep, np.asarray(images, np.uint8), out)
+        return out
+
+    def x_shape(self, batch_size):
+        return (batch_size, *self.unet.inputs[0].shape[1:])
+
+    @staticmethod
+    def _resize_mask(mask, size):
+        """A pixel mask [B, H, W] at the denoiser's resolution: a cell is repainted if any pixel of it is."""
+        mask = tf.constant(np.asarray(mask, "float32")[..., None])
+        factor = mask.shape[1] // size[0]
+        return tf.nn.max_pool2d(mask, factor, factor, "VALID") if factor > 1 else mask
+
+    @staticmethod
+    def _to_uint8(x):
+        return np.clip(np.round((np.asarray(x) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def pixel_sampler(unet, text_encoder, tokenize, alphas_cumprod):
+    """The small pixel-space model's sampler: images are x0 in [-1, 1] directly."""
+    return Sampler(unet, lambda prompts: text_encoder(tokenize(prompts)), alphas_cumprod,
+                   unet.inputs[1].shape[-1], encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
+                   decode=lambda x: x, clip_x0=True)
