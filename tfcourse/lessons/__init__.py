@@ -47,6 +47,10 @@ LESSONS = {
         "segment_anything",
         "Prompted segmentation: SAM prompted, its mask decoder fine-tuned, a small SAM from scratch, vs a U-Net.",
     ),
+    "text-to-image": (
+        "text_to_image",
+        "A small Stable-Diffusion-style model trained on captioned digits; alignment checked by a classifier; img2img, inpainting.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

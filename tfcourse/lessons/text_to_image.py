@@ -1,0 +1,404 @@
+"""
+Title: Text-to-image and text-guided editing with a diffusion model
+Description: Train a small text-to-image diffusion model of Stable Diffusion's design (a text
+encoder, a UNet of KerasCV's ResBlocks and SpatialTransformers, DDIM sampling with classifier-free
+guidance) on captioned digits built from real MNIST digits and real photos, and check what it draws
+with a classifier: does the image show the digit, colour and position its caption asks for? Then
+edit with the same sampler: img2img at a sweep of strengths, and inpainting that changes the digit
+while every pixel outside the mask stays the input's.
+
+    tfcourse run text-to-image    # TFDS mnist + BSDS500 photos from a local folder
+    tfcourse run text-to-image --smoke    # synthetic glyphs and textures, a tiny model: minutes on a CPU
+    TFCOURSE_ASSETS=../shared/assets tfcourse run text-to-image --config configs/text-to-image-assets.yaml
+
+The data ("a red seven on the left"): see tfcourse.data.captioned_digits. The model is trained with
+`fit` on a tf.data pipeline that noises each image afresh: inputs {noisy image, timestep embedding,
+caption tokens}, target the noise. So the course's callbacks, resumable backups and strategies
+apply as to any other Keras model.
+
+Stable Diffusion itself (KerasCV, 860M-parameter UNet) runs the same sampler and edits: see
+tfcourse.models.stable_diffusion and the `stable-diffusion` lesson options in the README.
+"""
+
+import dataclasses
+import os
+import typing
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcourse import UserError, runs, train, viz
+from tfcourse.data import captioned_digits as captions
+from tfcourse.data import mnist, mnist_m
+from tfcourse.models import diffusion
+
+# ## Configuration
+
+
+@dataclasses.dataclass
+class DataConfig:
+    digits: str = "tfds:mnist"  # "tfds:NAME", a folder of MNIST IDX files, or "synthetic"
+    digits_split: str = "train"
+    tfds_data_dir: str = ""
+    backgrounds: str = "BSR/BSDS500/data/images/train"  # a folder of photos, or "synthetic"
+    max_digits: int = 10000  # MNIST images used (0: all); each is in one split only
+    renders_per_digit: int = 2  # training images per training digit (fresh colour, side and crop each)
+    held_out_combinations: int = 8  # (digit, colour, side) triples never shown in training
+    attribute_dropout: float = 0.25  # per training caption, the chance of leaving out its colour, and its side
+    caption_dropout: float = 0.1  # empty captions: what classifier-free guidance needs
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    batch_size: int = 32
+    seed: int = 42
+
+    def validate(self):
+        for name in ("attribute_dropout", "caption_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"data.{name} = {getattr(self, name)} must be in [0, 1).")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise UserError(f"data.{name} = {getattr(self, name)} must be between 0 and 0.5.")
+        if min(self.renders_per_digit, self.batch_size) < 1 or self.max_digits < 0:
+            raise UserError("data.renders_per_digit and data.batch_size must be >= 1, data.max_digits >= 0.")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    size: typing.Literal[tuple(diffusion.SMALL_SIZES)] = "small"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    strategy: typing.Literal["auto", "default", "mirrored", "tpu", "multi_worker"] = "auto"
+    epochs: int = 24
+    steps_per_epoch: int = 250
+    learning_rate: float = 3e-4
+    classifier_epochs: int = 6
+    early_stopping_patience: int = 6
+
+    def validate(self):
+        if min(self.epochs, self.steps_per_epoch, self.classifier_epochs) < 1 or self.learning_rate <= 0:
+            raise UserError("train.epochs, steps_per_epoch and classifier_epochs must be >= 1, learning_rate > 0.")
+
+
+@dataclasses.dataclass
+class SampleConfig:
+    num_steps: int = 50  # DDIM steps
+    guidance: float = 3.0  # classifier-free guidance scale
+    alignment_captions: int = 200  # test captions drawn, one image each
+    held_out_samples: int = 10  # images per held-out combination
+    edits: int = 40  # test images edited by inpainting and by img2img
+    strengths: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def validate(self):
+        if min(self.num_steps, self.alignment_captions, self.edits) < 1 or self.guidance < 0:
+            raise UserError("sample.num_steps, alignment_captions and edits must be >= 1, guidance >= 0.")
+        if any(not 0 <= s <= 1 for s in self.strengths):
+            raise UserError(f"sample.strengths = {list(self.strengths)}: each must lie in [0, 1].")
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+
+
+SMOKE = {
+    "data": {"digits": "synthetic", "backgrounds": "synthetic", "max_digits": 300, "held_out_combinations": 2},
+    "model": {"size": "tiny"},
+    "train": {"epochs": 2, "steps_per_epoch": 10, "classifier_epochs": 2},
+    "sample": {"num_steps": 8, "alignment_captions": 16, "held_out_samples": 2, "edits": 8,
+               "strengths": (0.0, 0.5, 1.0)},
+}
+
+# ## The data
+
+
+def load_splits(data):
+    """-> ({split: CaptionedSplit}, held-out combinations, summary)."""
+    if data.digits == "synthetic":  # glyphs named after digits: "zero" is a bar, "one" a dash, ...
+        digits, labels, _ = mnist_m.synthetic_digits(data.max_digits or 1000, num_classes=6, seed=data.seed)
+    else:
+        digits, labels = mnist.load_digits(data.digits, data.digits_split, data.tfds_data_dir or None)
+    if data.max_digits:
+        order = np.random.default_rng(data.seed).permutation(len(digits))[: data.max_digits]
+        digits, labels = digits[order], labels[order]
+    if data.backgrounds == "synthetic":
+        photos, skipped = mnist_m.synthetic_photos(24, seed=data.seed), []
+    else:
+        photos, skipped = mnist_m.load_backgrounds(data.backgrounds)
+    held_out = captions.held_out_combinations(data.held_out_combinations, data.seed)
+    fractions = {"train": 1 - data.validation_fraction - data.test_fraction, "validation": data.validation_fraction,
+                 "test": data.test_fraction}
+    splits = captions.build_splits(digits, labels, photos, {"train": data.renders_per_digit, "validation": 1, "test": 1},
+                                   fractions, held_out, data.seed)
+    summary = {"digits": data.digits, "backgrounds": data.backgrounds,
+               "synthetic": "synthetic" in (data.digits, data.backgrounds), "num_digits": len(digits),
+               "num_photos": len(photos), "num_skipped": len(skipped), "skipped": skipped,
+               "split_sizes": {name: len(split.images) for name, split in splits.items()},
+               "held_out_combinations": [captions.caption(*c) for c in held_out]}
+    return splits, held_out, summary
+
+
+def caption_strings(attributes, attribute_dropout, caption_dropout, seed):
+    """Training captions of [n, 3] attribute tensors, with colour and side each dropped at random and
+    some captions emptied (tf ops, so every epoch draws afresh)."""
+    words = {name: tf.constant(list(values)) for name, values in captions.ATTRIBUTES.items()}
+    n = tf.shape(attributes)[0]
+    keep_colour = tf.random.stateless_uniform([n], seed=seed) >= attribute_dropout
+    keep_side = tf.random.stateless_uniform([n], seed=seed + [0, 1]) >= attribute_dropout
+    empty = tf.random.stateless_uniform([n], seed=seed + [0, 2]) < caption_dropout
+    colour = tf.where(keep_colour, tf.gather(words["colour"], attributes[:, 1]) + " ", "")
+    side = tf.where(keep_side, " on the " + tf.gather(words["position"], attributes[:, 2]), "")
+    text = "a " + colour + tf.gather(words["digit"], attributes[:, 0]) + side
+    return tf.where(empty, "", text)
+
+
+def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_size, training):
+    """Batches of ({"noisy_images", "timestep_embedding", "tokens"}, noise): a fresh step and fresh
+    noise per image, every epoch, for training; fixed ones (by position) for validation, so its loss
+    compares across epochs."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.attributes.astype("int32")))
+    if training:
+        ds = ds.shuffle(len(split.images), seed=data.seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=training).enumerate()
+
+    def noised(index, batch):
+        images, attributes = batch
+        seed = tf.stack([tf.cast(index, tf.int32), 0 if not training else tf.random.uniform([], 0, 2**30, tf.int32)])
+        x0 = tf.cast(images, tf.float32) / 127.5 - 1
+        timesteps = tf.random.stateless_uniform([tf.shape(x0)[0]], seed=seed, maxval=len(alphas_cumprod), dtype=tf.int32)
+        noise = tf.random.stateless_normal(tf.shape(x0), seed=seed + [0, 7])
+        if training:
+            text = caption_strings(attributes, data.attribute_dropout, data.caption_dropout, seed + [0, 11])
+        else:
+            text = caption_strings(attributes, 0.0, 0.0, seed)
+        return {"noisy_images": diffusion.add_noise(x0, noise, timesteps, alphas_cumprod),
+                "timestep_embedding": diffusion.timestep_embedding(timesteps, time_width),
+                "tokens": tokenize(text)}, noise
+
+    return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ## The judge: a classifier of digit, colour and side
+# Trained on real images of the training split; its accuracy on real test images is the ceiling
+# for what it can confirm of generated ones.
+
+
+def build_attribute_classifier(num_digits):
+    images = keras.Input((captions.IMAGE_SIZE, captions.IMAGE_SIZE, 3), dtype="uint8", name="images")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(keras.ops.cast(images, "float32"))
+    for filters in (32, 64, 96):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    features = keras.layers.Dense(128, activation="relu", name="features")(keras.layers.Flatten()(x))
+    outputs = {name: keras.layers.Dense(size, activation="softmax", name=name)(features)
+               for name, size in (("digit", num_digits), ("colour", len(captions.COLOURS)),
+                                  ("position", len(captions.POSITIONS)))}
+    return keras.Model(images, outputs, name="attribute_classifier")
+
+
+def classifier_pipeline(split, batch_size, training, seed):
+    labels = {name: split.attributes[:, i] for i, name in enumerate(("digit", "colour", "position"))}
+    ds = tf.data.Dataset.from_tensor_slices((split.images, labels))
+    if training:
+        ds = ds.shuffle(len(split.images), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def judge(classifier, images, attributes):
+    """Per attribute, and all three at once: the share of images the classifier sees as asked."""
+    predicted = classifier.predict(images, batch_size=256, verbose=0)
+    right = np.stack([predicted[name].argmax(-1) == attributes[:, i]
+                      for i, name in enumerate(("digit", "colour", "position"))], -1)
+    return {"digit": float(right[:, 0].mean()), "colour": float(right[:, 1].mean()),
+            "position": float(right[:, 2].mean()), "all_three": float(right.all(-1).mean()), "count": len(images)}
+
+
+# ## The lesson
+
+
+def run(config, run_dir):
+    timings = runs.Timings()
+    checkpoints = runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.data.seed)
+    strategy = train.get_strategy(config.train.strategy)
+    data, t, s = config.data, config.train, config.sample
+
+    with timings("data"):
+        splits, held_out, data_summary = load_splits(data)
+        tokenize = captions.tokenizer()
+        batch_size = train.global_batch_size(data.batch_size, strategy)
+    num_digits = int(max(split.attributes[:, 0].max() for split in splits.values())) + 1
+    print(f"Data: split sizes {data_summary['split_sizes']}, held out of training: "
+          f"{data_summary['held_out_combinations']}, {data_summary['num_skipped']} photo(s) skipped.")
+
+    # 1. The judge.
+    with timings("train_classifier"), train.model_scope(strategy):
+        classifier = build_attribute_classifier(num_digits)
+        classifier.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
+                           loss="sparse_categorical_crossentropy",
+                           metrics={name: "accuracy" for name in ("digit", "colour", "position")})
+        histories = {"classifier": train.fit_stage(
+            classifier, classifier_pipeline(splits["train"], 128, True, data.seed),
+            classifier_pipeline(splits["validation"], 256, False, data.seed), t.classifier_epochs,
+            os.path.join(checkpoints, "classifier"), t.early_stopping_patience, strategy)}
+    real = judge(classifier, splits["test"].images, splits["test"].attributes)
+    print(f"Classifier on real test images: {real}")
+
+    # 2. The text-to-image model.
+    alphas = diffusion.cosine_alphas_cumprod()
+    with timings("train_diffusion"), train.model_scope(strategy):
+        denoiser, unet, text_encoder = diffusion.build_small(config.model.size, len(tokenize.get_vocabulary()),
+                                                             captions.SEQUENCE_LENGTH)
+        time_width = unet.inputs[1].shape[-1]
+        pipelines = {name: noising_pipeline(splits[name], data, tokenize, alphas, time_width, batch_size,
+                                            training=name == "train") for name in ("train", "validation")}
+        denoiser.compile(optimizer=keras.optimizers.AdamW(train.scaled_learning_rate(t.learning_rate, strategy)),
+                         loss="mse")
+        histories["diffusion"] = train.fit_stage(
+            denoiser, pipelines["train"].take(t.steps_per_epoch), pipelines["validation"], t.epochs,
+            os.path.join(checkpoints, "diffusion"), t.early_stopping_patience, strategy)
+    sampler = diffusion.pixel_sampler(unet, text_encoder, tokenize, alphas)
+
+    def draw(prompts, seed, images=None, mask=None, strength=1.0):
+        """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those)."""
+        batches = []
+        for i in range(0, len(prompts), 100):
+            part = slice(i, i + 100)
+            batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps, guidance=s.guidance,
+                                            images=None if images is None else images[part],
+                                            mask=None if mask is None else mask[part], strength=strength))
+        return np.concatenate(batches)
+
+    # 3. Does it draw what the caption says? Test captions (new digits, photos, seeds), and held-out combinations.
+    with timings("alignment"):
+        rng = np.random.default_rng(data.seed)
+        asked = splits["test"].attributes[rng.permutation(len(splits["test"].attributes))[: s.alignment_captions]]
+        generated = draw([captions.caption(*a) for a in asked], seed=1)
+        alignment = {"test_captions": judge(classifier, generated, asked)}
+        if len(held_out):
+            unseen = np.repeat(held_out, s.held_out_samples, axis=0)
+            alignment["held_out_combinations"] = judge(classifier, draw([captions.caption(*a) for a in unseen], seed=2),
+                                                       unseen)
+    print(f"Text alignment: {alignment}")
+
+    # 4. Editing: inpaint a new digit where the old one was; img2img towards a new digit and colour.
+    with timings("editing"):
+        editing = edit_images(splits["test"], classifier, draw, s, num_digits, run_dir)
+
+    report = {
+        "lesson": "text-to-image",
+        "config": dataclasses.asdict(config),
+        "data": data_summary,
+        "model": {"size": config.model.size, "unet_parameters": unet.count_params(),
+                  "text_encoder_parameters": text_encoder.count_params(), "space": "pixels (2 x 2 patches)",
+                  "schedule": "cosine, 1000 steps", "sampler": f"DDIM, {s.num_steps} steps, guidance {s.guidance}"},
+        "note": _honesty_note(data_summary, config),
+        "distribution": train.describe_strategy(strategy, data.batch_size),
+        "classifier_on_real_test_images": real,
+        "alignment": alignment,
+        "editing": editing,
+        "timings_seconds": dict(timings),
+    }
+    _plots(run_dir, histories, generated, asked, splits["test"], draw)
+    runs.write_report(run_dir, report, summary_markdown(report))
+    return report
+
+
+def edit_images(test, classifier, draw, s, num_digits, run_dir):
+    """Inpainting and an img2img strength sweep on the first `s.edits` test images."""
+    images, attributes = test.images[: s.edits], test.attributes[: s.edits]
+    new = attributes.copy()
+    new[:, 0] = (attributes[:, 0] + 1 + np.arange(len(new)) % (num_digits - 1)) % num_digits  # another digit
+    # The mask: the digit's third of the image, with a margin (the side the caption names).
+    mask = np.zeros(images.shape[:3], "float32")
+    third = captions.IMAGE_SIZE // 3
+    for i, side in enumerate(attributes[:, 2]):
+        centre = third - 1 if side == 0 else captions.IMAGE_SIZE - third
+        mask[i, 2:-2, max(0, centre - 13) : centre + 13] = 1
+    painted = draw([captions.caption(*a) for a in new], seed=3, images=images, mask=mask)
+    outside = mask == 0
+    inpainting = {**judge(classifier, painted, new),
+                  "max_abs_change_outside_mask": float(np.abs(painted.astype(int) - images.astype(int))[outside].max() / 255),
+                  "mean_abs_change_inside_mask": float(np.abs(painted.astype(int) - images.astype(int))[~outside].mean() / 255)}
+    recoloured = new.copy()
+    recoloured[:, 1] = (attributes[:, 1] + 1) % len(captions.COLOURS)
+    sweep = []
+    for strength in s.strengths:
+        out = draw([captions.caption(*a) for a in recoloured], seed=4, images=images, strength=strength)
+        sweep.append({"strength": strength, "mean_abs_change": float(np.abs(out.astype(int) - images.astype(int)).mean() / 255),
+                      "matches_new_prompt": judge(classifier, out, recoloured)["all_three"],
+                      "matches_input_caption": judge(classifier, out, attributes)["all_three"], "images": out})
+    rows = {"input": images[:8], "mask": (mask[:8, ..., None] * 255).repeat(3, -1), "inpainted": painted[:8]}
+    rows.update({f"img2img {r['strength']}": r["images"][:8] for r in sweep})
+    viz.plot_image_rows(rows, [f"{captions.caption(*a)}" for a in new[:8]], os.path.join(run_dir, "editing.png"),
+                        "Inpainting: a new digit in the mask; img2img: new digit and colour, by strength")
+    _plot_sweep(sweep, os.path.join(run_dir, "img2img_strength.png"))
+    return {"inpainting": inpainting, "img2img": [{k: v for k, v in r.items() if k != "images"} for r in sweep]}
+
+
+def _honesty_note(data_summary, config):
+    notes = []
+    if data_summary["synthetic"]:
+        notes.append("The data is synthetic glyphs on generated textures, not digits on photos: the figures show the "
+                     "pipeline runs, not what the model can learn.")
+    if config.model.size == "tiny":
+        notes.append("The model is the tiny configuration, trained for a few steps: its images are not meant to be good.")
+    return " ".join(notes)
+
+
+def _plots(run_dir, histories, generated, asked, test, draw):
+    viz.plot_training_curves({"classifier": (1, histories["classifier"]), "diffusion": (1, histories["diffusion"])},
+                             os.path.join(run_dir, "training_curves.png"), "text-to-image: losses", metrics=("loss",))
+    shown = asked[:8]
+    prompts = [captions.caption(*a) for a in shown]
+    rows = {f"seed {seed}": draw(prompts, seed=seed) for seed in (10, 11, 12)}
+    rows = {"first sample": generated[:8], **rows}
+    viz.plot_image_rows(rows, prompts, os.path.join(run_dir, "samples.png"), "Generated from test captions")
+
+
+def _plot_sweep(sweep, path):
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(5.5, 4))
+    strengths = [r["strength"] for r in sweep]
+    ax.plot(strengths, [r["mean_abs_change"] for r in sweep], "o-", label="mean |change| from the input")
+    ax.plot(strengths, [r["matches_new_prompt"] for r in sweep], "s-", label="classifier: shows the new prompt")
+    ax.plot(strengths, [r["matches_input_caption"] for r in sweep], "^-", label="classifier: shows the input's caption")
+    ax.set_xlabel("img2img strength")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("img2img: from the input to the prompt")
+    viz.save_figure(figure, path)
+
+
+def summary_markdown(report):
+    a = report["alignment"]
+    lines = ["# text-to-image run", "",
+             f"Data: {report['data']['split_sizes']} captioned images; held out of training: "
+             f"{', '.join(report['data']['held_out_combinations']) or 'none'}.", ""]
+    if report["note"]:
+        lines += [f"**Note.** {report['note']}", ""]
+    lines += ["| images | count | digit | colour | side | all three |", "|---|---|---|---|---|---|"]
+    rows = {"real test images": report["classifier_on_real_test_images"], **{f"generated: {k}": v for k, v in a.items()}}
+    rows["inpainted (new digit)"] = report["editing"]["inpainting"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['count']} | {r['digit']:.3f} | {r['colour']:.3f} | {r['position']:.3f} | "
+                     f"{r['all_three']:.3f} |")
+    i = report["editing"]["inpainting"]
+    lines += ["", f"Inpainting: max |change| outside the mask {i['max_abs_change_outside_mask']:.1e} (of 1), mean inside "
+              f"{i['mean_abs_change_inside_mask']:.3f}.", "",
+              "| img2img strength | mean abs change | shows the new prompt | shows the input's caption |", "|---|---|---|---|"]
+    lines += [f"| {r['strength']} | {r['mean_abs_change']:.3f} | {r['matches_new_prompt']:.3f} | "
+              f"{r['matches_input_caption']:.3f} |" for r in report["editing"]["img2img"]]
+    m = report["model"]
+    lines += ["", f"Model: {m['size']}, UNet {m['unet_parameters']:,} and text encoder {m['text_encoder_parameters']:,} "
+              f"parameters, {m['space']}, {m['schedule']}; {m['sampler']}.", "",
+              "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_seconds"].items()), ""]
+    return "\n".join(lines)
