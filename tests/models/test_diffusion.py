@@ -56,7 +56,6 @@ class OracleUNet:
 
     def __init__(self, target, alphas):
         self.target, self.alphas = tf.constant(target), alphas
-        self.inputs = [keras.Input(target.shape[1:]), keras.Input((TIME_WIDTH,))]
 
     def __call__(self, inputs):
         x, embedding, _ = inputs
@@ -72,7 +71,7 @@ def oracle_sampler(target_uint8):
     target = target_uint8.astype("float32") / 127.5 - 1
     return diffusion.Sampler(OracleUNet(target, alphas), lambda prompts: tf.zeros((len(prompts), 8, 4)), alphas,
                              TIME_WIDTH, encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
-                             decode=lambda x: x, clip_x0=True)
+                             decode=lambda x: x, clip_x0=True, x_shape=target_uint8.shape[1:])
 
 
 def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser():

@@ -185,13 +185,16 @@ class Sampler:
 
     `unet(x_t, timestep embedding, context) -> noise`; `encode_text(list of prompts) -> context`;
     `encode_images(uint8 [B, H, W, 3]) -> x0` and `decode(x0) -> images in [-1, 1]` (pixels: a
-    rescaling; Stable Diffusion: its VAE); `clip_x0` clips the estimated x0 to [-1, 1] (pixel space).
+    rescaling; Stable Diffusion: its VAE); `clip_x0` clips the estimated x0 to [-1, 1] (pixel space);
+    `x_shape` is one x0's shape (pixels [S, S, 3]; Stable Diffusion's latents [S/8, S/8, 4]).
     """
 
-    def __init__(self, unet, encode_text, alphas_cumprod, time_width, encode_images, decode, clip_x0):
+    def __init__(self, unet, encode_text, alphas_cumprod, time_width, encode_images, decode, clip_x0, x_shape,
+                 jit_compile=False):
         self.unet, self.encode_text, self.alphas_cumprod = unet, encode_text, np.asarray(alphas_cumprod, "float64")
         self.time_width, self.encode_images, self.decode, self.clip_x0 = time_width, encode_images, decode, clip_x0
-        self._guided = tf.function(self._guided_noise, reduce_retracing=True)
+        self.x_shape = tuple(x_shape)
+        self._guided = tf.function(self._guided_noise, reduce_retracing=True, jit_compile=jit_compile)
 
     def _guided_noise(self, x, timestep, context, empty_context, guidance):
         both = self.unet([tf.concat([x, x], 0), timestep_embedding(tf.fill([2 * tf.shape(x)[0]], timestep), self.time_width),
@@ -223,7 +226,7 @@ class Sampler:
         context = self.encode_text(prompts)
         empty = self.encode_text([""] * len(prompts))
         x0 = None if images is None else self.encode_images(images)
-        shape = self.x_shape(len(prompts)) if x0 is None else tuple(x0.shape)
+        shape = (len(prompts), *self.x_shape)
         noise = tf.random.stateless_normal(shape, seed=[seed, 0])
         steps = self.timesteps(num_steps)
         run = len(steps) if (x0 is None or mask is not None) else int(round(strength * len(steps)))
@@ -249,9 +252,6 @@ class Sampler:
             out = np.where(keep, np.asarray(images, np.uint8), out)
         return out
 
-    def x_shape(self, batch_size):
-        return (batch_size, *self.unet.inputs[0].shape[1:])
-
     @staticmethod
     def _resize_mask(mask, size):
         """A pixel mask [B, H, W] at the denoiser's resolution: a cell is repainted if any pixel of it is."""
@@ -268,4 +268,4 @@ def pixel_sampler(unet, text_encoder, tokenize, alphas_cumprod):
     """The small pixel-space model's sampler: images are x0 in [-1, 1] directly."""
     return Sampler(unet, lambda prompts: text_encoder(tokenize(prompts)), alphas_cumprod,
                    unet.inputs[1].shape[-1], encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
-                   decode=lambda x: x, clip_x0=True)
+                   decode=lambda x: x, clip_x0=True, x_shape=unet.inputs[0].shape[1:])

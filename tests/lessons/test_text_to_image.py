@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcourse import UserError, config
+from tfcourse.data import captioned_digits
+from tfcourse.lessons import text_to_image
+from tfcourse.models import diffusion
+
+
+def test_smoke_run_reports_alignment_and_edits(tmp_path):
+    report = text_to_image.run(config.load(text_to_image.Config, base=text_to_image.SMOKE), str(tmp_path))
+    assert json.load(open(tmp_path / "report.json"))["lesson"] == "text-to-image"
+    for name in ("samples.png", "editing.png", "img2img_strength.png", "training_curves.png", "summary.md",
+                 "checkpoints/diffusion/final.weights.h5", "checkpoints/classifier/final.weights.h5"):
+        assert (tmp_path / name).exists(), name
+    assert report["data"]["split_sizes"] == {"train": 480, "validation": 30, "test": 30}
+    assert len(report["data"]["held_out_combinations"]) == 2
+    assert "synthetic glyphs" in report["note"] and "tiny" in report["note"]
+    alignment = report["alignment"]
+    assert alignment["test_captions"]["count"] == 16 and alignment["held_out_combinations"]["count"] == 4
+    for result in (*alignment.values(), report["classifier_on_real_test_images"]):
+        assert 0 <= result["all_three"] <= min(result["digit"], result["colour"], result["position"]) <= 1
+    inpainting = report["editing"]["inpainting"]
+    assert inpainting["max_abs_change_outside_mask"] == 0.0 and inpainting["mean_abs_change_inside_mask"] > 0.05
+    sweep = report["editing"]["img2img"]
+    assert [r["strength"] for r in sweep] == [0.0, 0.5, 1.0]
+    assert sweep[0]["mean_abs_change"] == 0.0 and sweep[0]["mean_abs_change"] < sweep[1]["mean_abs_change"]
+
+
+def test_training_captions_drop_attributes_and_validation_noise_is_fixed():
+    attributes = tf.constant([[7, 0, 0], [2, 2, 1]])
+    full = text_to_image.caption_strings(attributes, 0.0, 0.0, tf.constant([1, 2])).numpy()
+    assert [c.decode() for c in full] == ["a red seven on the left", "a blue two on the right"]
+    allowed = {"", "a seven", "a red seven", "a seven on the left", "a red seven on the left"}
+    many = text_to_image.caption_strings(tf.tile(attributes[:1], [400, 1]), 0.5, 0.2, tf.constant([3, 4])).numpy()
+    forms = {c.decode() for c in many}
+    assert forms == allowed  # every form appears among 400 draws, and nothing else
+
+    split = captioned_digits.CaptionedSplit(np.full((6, 32, 32, 3), 200, np.uint8), np.array([[1, 0, 0]] * 6),
+                                            np.arange(6), np.zeros(6, int))
+    data = config.load(text_to_image.Config).data
+    alphas = diffusion.cosine_alphas_cumprod()
+    pipeline = text_to_image.noising_pipeline(split, data, captioned_digits.tokenizer(), alphas, 32, 4, training=False)
+    first, second = list(pipeline), list(pipeline)
+    np.testing.assert_array_equal(first[0][0]["noisy_images"], second[0][0]["noisy_images"])
+    inputs, noise = first[0]
+    table = diffusion.timestep_embedding(tf.range(1000), 32).numpy()
+    steps = np.abs(inputs["timestep_embedding"].numpy()[:, None] - table[None]).sum(-1).argmin(-1)
+    a = alphas[steps].reshape(-1, 1, 1, 1)
+    x0 = 200 / 127.5 - 1
+    np.testing.assert_allclose(inputs["noisy_images"], np.sqrt(a) * x0 + np.sqrt(1 - a) * noise.numpy(), atol=1e-5)
+    assert [len(b[1]) for b in first] == [4, 2]  # every validation image, none dropped
+
+
+class KnownClassifier:
+    def __init__(self, attributes):
+        self.attributes = attributes
+
+    def predict(self, images, batch_size=None, verbose=0):
+        sizes = {"digit": 10, "colour": 4, "position": 2}
+        return {name: np.eye(size)[self.attributes[:, i]] for i, (name, size) in enumerate(sizes.items())}
+
+
+def test_judge_counts_each_attribute_and_all_three():
+    truth = np.array([[1, 0, 0], [2, 1, 1], [3, 2, 0], [4, 3, 1]])
+    seen = truth.copy()
+    seen[0, 0] = 9  # wrong digit
+    seen[1, 1] = 0  # wrong colour
+    result = text_to_image.judge(KnownClassifier(seen), np.zeros((4, 32, 32, 3), np.uint8), truth)
+    assert result == {"digit": 0.75, "colour": 0.75, "position": 1.0, "all_three": 0.5, "count": 4}
+
+
+def test_bad_settings_are_refused_with_the_key_named():
+    with pytest.raises(UserError, match="data.caption_dropout"):
+        config.load(text_to_image.Config, overrides=["data.caption_dropout=1.5"])
+    with pytest.raises(UserError, match="sample.strengths"):
+        config.load(text_to_image.Config, overrides=["sample.strengths=[0.5, 2.0]"])
+    with pytest.raises(UserError):
+        config.load(text_to_image.Config, overrides=["model.size=huge"])

@@ -1,0 +1,47 @@
+"""Stable Diffusion v1's full-size pipeline with random weights: nothing here shows its image quality,
+only that the real architecture builds, prompts, samples and edits at 128 px."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tfcourse import UserError
+from tfcourse.models import stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def tiny_bpe(tmp_path_factory):
+    """A self-made BPE merges file in CLIP's format (the real vocabulary is not in the keras-cv wheel)."""
+    path = tmp_path_factory.mktemp("bpe") / "bpe_tiny.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("#version: 0.2\n" + "\n".join(["a s", "t r", "tr o", "as tro", "n au", "nau t</w>"]) + "\n")
+    return str(path)
+
+
+def test_full_pipeline_with_random_weights_samples_and_edits_at_128_px(tiny_bpe):
+    sd = stable_diffusion.StableDiffusionV1("random", image_size=128, bpe_path=tiny_bpe, jit_compile=False)
+    assert not sd.pretrained and not sd.jit_compile
+    assert sd.diffusion_model.count_params() > 850_000_000  # the real 860M UNet, not a stand-in
+    tokens = sd.tokens(["an astronaut", ""])
+    assert tokens.shape == (2, 77) and tokens[0, 0] == sd.tokenizer.start_of_text
+    assert tokens[1, 1] == sd.tokenizer.end_of_text and (tokens[1, 1:] == sd.tokenizer.end_of_text).all()
+    sampler = sd.sampler()
+    image = sampler.generate(["an astronaut"], seed=0, num_steps=1, guidance=7.5)
+    assert image.shape == (1, 128, 128, 3) and image.dtype == np.uint8
+    source = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3)).astype(np.uint8)
+    mask = np.zeros((1, 128, 128), "float32")
+    mask[:, 32:96, 32:96] = 1
+    painted = sampler.generate(["an astronaut"], seed=0, num_steps=1, images=source, mask=mask)
+    np.testing.assert_array_equal(painted[mask == 0], source[mask == 0])
+    with pytest.raises(UserError, match="tokens; Stable Diffusion takes 77"):
+        sd.tokens(["astronaut " * 80])
+
+
+def test_weights_folder_and_vocabulary_are_checked_before_building(tmp_path, tiny_bpe):
+    with pytest.raises(UserError, match="no kcv_encoder.h5"):
+        stable_diffusion.StableDiffusionV1(str(tmp_path), image_size=128, bpe_path=tiny_bpe)
+    with pytest.raises(UserError, match="bpe_simple_vocab_16e6.txt.gz"):
+        stable_diffusion.StableDiffusionV1("random", image_size=128, bpe_path=str(tmp_path / "missing.txt.gz"))
+    with pytest.raises(UserError, match="multiple of 128"):
+        stable_diffusion.StableDiffusionV1("random", image_size=100, bpe_path=tiny_bpe)

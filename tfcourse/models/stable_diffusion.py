@@ -1,0 +1,102 @@
+"""Stable Diffusion v1 from KerasCV, with its weights from KerasCV's download or from a local folder.
+
+    sd = StableDiffusionV1("download", bpe_path="")              # KerasCV's own URLs (Hugging Face, GitHub)
+    sd = StableDiffusionV1("/data/sd-v1", bpe_path="/data/bpe_simple_vocab_16e6.txt.gz")
+    images = sd.sampler().generate(["a photograph of an astronaut riding a horse"], seed=0)
+
+A local folder holds KerasCV's four weight files, under the names KerasCV downloads them as
+(`WEIGHT_FILES`); each sub-model is built with `download_weights=False` and loads its file.
+"random" builds them untrained: the pipeline runs, the images are noise.
+
+The CLIP tokenizer's BPE vocabulary (`bpe_simple_vocab_16e6.txt.gz`) is not in the keras-cv wheel:
+KerasCV downloads it from OpenAI's CLIP repository, and it also ships inside the `open_clip_torch`
+wheel (`open_clip/bpe_simple_vocab_16e6.txt.gz`). `bpe_path=""` downloads it.
+
+`jit_compile` (XLA) defaults to True in KerasCV; on a CPU it is about 3x slower, so "auto" turns
+it on only where a GPU or TPU is present.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras_cv.src.models.stable_diffusion.clip_tokenizer import SimpleTokenizer
+from keras_cv.src.models.stable_diffusion.decoder import Decoder
+from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModel
+from keras_cv.src.models.stable_diffusion.image_encoder import ImageEncoder
+from keras_cv.src.models.stable_diffusion.text_encoder import TextEncoder
+
+from tfcourse import UserError
+from tfcourse.models import diffusion
+
+MAX_PROMPT_LENGTH = 77
+TIME_WIDTH = 320
+_HF = "https://huggingface.co/fchollet/stable-diffusion/resolve/main/"
+# KerasCV's own download locations and SHA-256 sums (keras_cv/src/models/stable_diffusion/*.py).
+WEIGHT_FILES = {
+    "text_encoder": ("kcv_encoder.h5", "4789e63e07c0e54d6a34a29b45ce81ece27060c499a709d556c7755b42bb0dc4"),
+    "diffusion_model": ("kcv_diffusion_model.h5", "8799ff9763de13d7f30a683d653018e114ed24a6a819667da4f5ee10f9e805fe"),
+    "decoder": ("kcv_decoder.h5", "ad350a65cc8bc4a80c8103367e039a3329b4231c2469a1093869a345f55b1962"),
+    "image_encoder": ("vae_encoder.h5", "c60fb220a40d090e0f86a6ab4c312d113e115c87c40ff75d11ffcf380aab7ebb"),
+}
+
+
+def default_jit_compile():
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+class StableDiffusionV1:
+    """KerasCV's four sub-models, its tokenizer, and the course's sampler over them."""
+
+    def __init__(self, weights="download", image_size=512, bpe_path="", jit_compile="auto"):
+        if image_size % 128:
+            raise UserError(f"image_size = {image_size}: Stable Diffusion's UNet needs a multiple of 128.")
+        if bpe_path and not os.path.isfile(bpe_path):
+            raise UserError(f"The CLIP BPE vocabulary {bpe_path!r} does not exist. It is bpe_simple_vocab_16e6.txt.gz "
+                            "from github.com/openai/CLIP (clip/) or inside the open_clip_torch wheel (open_clip/).")
+        self.image_size = image_size
+        self.jit_compile = default_jit_compile() if jit_compile == "auto" else bool(jit_compile)
+        self.pretrained = weights != "random"
+        files = {name: self._weights_file(weights, *file) for name, file in WEIGHT_FILES.items()} if self.pretrained else {}
+        self.tokenizer = SimpleTokenizer(bpe_path or None)
+        self.text_encoder = TextEncoder(MAX_PROMPT_LENGTH, download_weights=False)
+        self.diffusion_model = DiffusionModel(image_size, image_size, MAX_PROMPT_LENGTH, download_weights=False)
+        self.decoder = Decoder(image_size, image_size, download_weights=False)
+        self.image_encoder = ImageEncoder(download_weights=False)
+        for name, path in files.items():
+            getattr(self, name).load_weights(path)
+
+    @staticmethod
+    def _weights_file(weights, file_name, sha256):
+        if weights == "download":
+            return keras.utils.get_file(file_name, _HF + file_name, file_hash=sha256)
+        path = os.path.join(weights, file_name)
+        if not os.path.isfile(path):
+            raise UserError(f"Stable Diffusion weights folder {weights!r} has no {file_name}; it needs "
+                            f"{', '.join(f for f, _ in WEIGHT_FILES.values())} (KerasCV's files, from {_HF}).")
+        return path
+
+    def tokens(self, prompts):
+        """int32 [B, 77]: each prompt's CLIP tokens padded with end-of-text, as KerasCV does."""
+        rows = []
+        for prompt in prompts:
+            ids = self.tokenizer.encode(prompt)
+            if len(ids) > MAX_PROMPT_LENGTH:
+                raise UserError(f"The prompt {prompt[:60]!r}... is {len(ids)} tokens; Stable Diffusion takes {MAX_PROMPT_LENGTH}.")
+            rows.append(ids + [self.tokenizer.end_of_text] * (MAX_PROMPT_LENGTH - len(ids)))
+        return np.asarray(rows, "int32")
+
+    def encode_text(self, prompts):
+        tokens = self.tokens(prompts)
+        positions = np.repeat(np.arange(MAX_PROMPT_LENGTH, dtype="int32")[None], len(tokens), 0)
+        return self.text_encoder({"tokens": tf.constant(tokens), "positions": tf.constant(positions)})
+
+    def sampler(self):
+        """The course's sampler in Stable Diffusion's latent space (8x smaller, 4 channels)."""
+        return diffusion.Sampler(
+            lambda inputs: self.diffusion_model({"latent": inputs[0], "timestep_embedding": inputs[1], "context": inputs[2]}),
+            self.encode_text, diffusion.scaled_linear_alphas_cumprod(), TIME_WIDTH,
+            encode_images=lambda images: self.image_encoder(tf.constant(np.asarray(images, "float32") / 127.5 - 1)),
+            decode=self.decoder, clip_x0=False, jit_compile=self.jit_compile,
+            x_shape=(self.image_size // 8, self.image_size // 8, 4))
