@@ -19,6 +19,7 @@ CHECKPOINTS = "checkpoints"
 
 def prepare_run_dir(run_dir, config_dict):
     """Creates `run_dir`; refuses to mix an unfinished run with a different config."""
+    config_dict = json.loads(json.dumps(config_dict))  # tuples as lists, as config.yaml reads back
     config_path = os.path.join(run_dir, "config.yaml")
     finished = os.path.isfile(os.path.join(run_dir, "report.json"))
     if os.path.isfile(config_path):

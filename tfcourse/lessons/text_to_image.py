@@ -169,16 +169,11 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
     def noised(index, batch):
         images, attributes = batch
         seed = tf.stack([tf.cast(index, tf.int32), 0 if not training else tf.random.uniform([], 0, 2**30, tf.int32)])
-        x0 = tf.cast(images, tf.float32) / 127.5 - 1
-        timesteps = tf.random.stateless_uniform([tf.shape(x0)[0]], seed=seed, maxval=len(alphas_cumprod), dtype=tf.int32)
-        noise = tf.random.stateless_normal(tf.shape(x0), seed=seed + [0, 7])
         if training:
             text = caption_strings(attributes, data.attribute_dropout, data.caption_dropout, seed + [0, 11])
         else:
             text = caption_strings(attributes, 0.0, 0.0, seed)
-        return {"noisy_images": diffusion.add_noise(x0, noise, timesteps, alphas_cumprod),
-                "timestep_embedding": diffusion.timestep_embedding(timesteps, time_width),
-                "tokens": tokenize(text)}, noise
+        return diffusion.training_batch(images, tokenize(text), alphas_cumprod, time_width, seed)
 
     return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -226,6 +221,8 @@ def judge(classifier, images, attributes):
 
 # ## The lesson
 
+MODEL_FILE, JUDGE_FILE = "text_to_image.keras", "judge.keras"  # the run's trained denoiser and classifier
+
 
 def run(config, run_dir):
     timings = runs.Timings()
@@ -252,6 +249,7 @@ def run(config, run_dir):
             classifier, classifier_pipeline(splits["train"], 128, True, data.seed),
             classifier_pipeline(splits["validation"], 256, False, data.seed), t.classifier_epochs,
             os.path.join(checkpoints, "classifier"), t.early_stopping_patience, strategy)}
+    train.write_atomically(os.path.join(run_dir, JUDGE_FILE), classifier.save)
     real = judge(classifier, splits["test"].images, splits["test"].attributes)
     print(f"Classifier on real test images: {real}")
 
@@ -268,6 +266,7 @@ def run(config, run_dir):
         histories["diffusion"] = train.fit_stage(
             denoiser, pipelines["train"].take(t.steps_per_epoch), pipelines["validation"], t.epochs,
             os.path.join(checkpoints, "diffusion"), t.early_stopping_patience, strategy)
+    train.write_atomically(os.path.join(run_dir, MODEL_FILE), denoiser.save)  # what DreamBooth fine-tunes
     sampler = diffusion.pixel_sampler(unet, text_encoder, tokenize, alphas)
 
     def draw(prompts, seed, images=None, mask=None, strength=1.0):
