@@ -51,6 +51,10 @@ LESSONS = {
         "text_to_image",
         "A small Stable-Diffusion-style model trained on captioned digits; alignment checked by a classifier; img2img, inpainting.",
     ),
+    "dreambooth": (
+        "dreambooth",
+        "DreamBooth on the text-to-image model: one subject behind a rare token, with vs without prior preservation.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

@@ -117,8 +117,8 @@ SMOKE = {
 # ## The data
 
 
-def load_splits(data):
-    """-> ({split: CaptionedSplit}, held-out combinations, summary)."""
+def load_sources(data):
+    """-> (uint8 digits [n, 28, 28], labels, photos, skipped photo files)."""
     if data.digits == "synthetic":  # glyphs named after digits: "zero" is a bar, "one" a dash, ...
         digits, labels, _ = mnist_m.synthetic_digits(data.max_digits or 1000, num_classes=6, seed=data.seed)
     else:
@@ -130,6 +130,12 @@ def load_splits(data):
         photos, skipped = mnist_m.synthetic_photos(24, seed=data.seed), []
     else:
         photos, skipped = mnist_m.load_backgrounds(data.backgrounds)
+    return digits, labels, photos, skipped
+
+
+def load_splits(data):
+    """-> ({split: CaptionedSplit}, held-out combinations, summary)."""
+    digits, labels, photos, skipped = load_sources(data)
     held_out = captions.held_out_combinations(data.held_out_combinations, data.seed)
     fractions = {"train": 1 - data.validation_fraction - data.test_fraction, "validation": data.validation_fraction,
                  "test": data.test_fraction}
@@ -269,15 +275,8 @@ def run(config, run_dir):
     train.write_atomically(os.path.join(run_dir, MODEL_FILE), denoiser.save)  # what DreamBooth fine-tunes
     sampler = diffusion.pixel_sampler(unet, text_encoder, tokenize, alphas)
 
-    def draw(prompts, seed, images=None, mask=None, strength=1.0):
-        """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those)."""
-        batches = []
-        for i in range(0, len(prompts), 100):
-            part = slice(i, i + 100)
-            batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps, guidance=s.guidance,
-                                            images=None if images is None else images[part],
-                                            mask=None if mask is None else mask[part], strength=strength))
-        return np.concatenate(batches)
+    def draw(prompts, seed, **edit):
+        return generate(sampler, prompts, seed, s, **edit)
 
     # 3. Does it draw what the caption says? Test captions (new digits, photos, seeds), and held-out combinations.
     with timings("alignment"):
@@ -312,6 +311,17 @@ def run(config, run_dir):
     _plots(run_dir, histories, generated, asked, splits["test"], draw)
     runs.write_report(run_dir, report, summary_markdown(report))
     return report
+
+
+def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0):
+    """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those), by `s`'s sampler settings."""
+    batches = []
+    for i in range(0, len(prompts), 100):
+        part = slice(i, i + 100)
+        batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps, guidance=s.guidance,
+                                        images=None if images is None else images[part],
+                                        mask=None if mask is None else mask[part], strength=strength))
+    return np.concatenate(batches)
 
 
 def edit_images(test, classifier, draw, s, num_digits, run_dir):
