@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+
+from tfcourse import UserError, config
+from tfcourse.data import captioned_digits
+from tfcourse.lessons import dreambooth
+from tfcourse.models import diffusion
+
+
+def test_smoke_run_measures_both_arms_against_the_base(tmp_path):
+    report = dreambooth.run(config.load(dreambooth.Config, base=dreambooth.SMOKE), str(tmp_path))
+    assert json.load(open(tmp_path / "report.json"))["lesson"] == "dreambooth"
+    assert (tmp_path / "dreambooth.png").exists() and (tmp_path / "checkpoints" / "class_images.npy").exists()
+    assert report["subject"]["instance_prompt"] == "a sks two" and report["subject"]["class_prompt"] == "a two"
+    assert report["subject"]["instance_images"] == 4 and report["subject"]["class_images"] == 8
+    assert "random" in report["note"]
+    assert list(report["results"]) == ["before", "with_prior", "without_prior"]
+    for result in report["results"].values():
+        assert -1 <= result["subject_similarity"] <= 1
+        assert 0 <= result["identifier_in_subject_colour"] <= 1 and 0 <= result["class_prompt_digit_accuracy"] <= 1
+        assert result["class_prompts_with_attributes"]["count"] == 8
+    # the arms start from the same base: what differs is the training, so both moved from it
+    assert report["results"]["with_prior"] != report["results"]["before"]
+
+
+def test_batches_mix_instance_and_weighted_class_images():
+    instance = {"images": np.full((4, 32, 32, 3), 10, np.uint8), "digit": 7}
+    class_images = np.full((6, 32, 32, 3), 200, np.uint8)
+    tokenize = captioned_digits.tokenizer()
+    vocabulary = tokenize.get_vocabulary()
+    alphas = diffusion.cosine_alphas_cumprod()
+    inputs, noise, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5)))
+    words = [" ".join(vocabulary[i] for i in row if i) for row in inputs["tokens"].numpy()]
+    assert words == ["a sks seven"] * 4 + ["a seven"] * 4
+    np.testing.assert_array_equal(weights.numpy().reshape(-1), [1.0] * 4 + [0.5] * 4)
+    assert weights.shape == (8, 1, 1) and noise.shape == (8, 32, 32, 3)
+    inputs, _, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.0)))
+    assert weights.numpy().reshape(-1).tolist() == [1.0] * 8 and inputs["tokens"].shape == (8, 8)
+
+
+def test_a_base_run_without_its_models_is_refused(tmp_path):
+    model = config.load(dreambooth.Config, overrides=[f"model.base_run={tmp_path}"]).model
+    with pytest.raises(UserError, match="has no text_to_image.keras"):
+        dreambooth.load_base(model, None)
+    with pytest.raises(UserError, match="data.subject_digit"):
+        config.load(dreambooth.Config, overrides=["data.subject_digit=12"])
