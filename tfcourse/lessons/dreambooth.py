@@ -93,7 +93,7 @@ SMOKE = {
     "data": {"digits": "synthetic", "backgrounds": "synthetic", "max_digits": 200, "subject_digit": 2,
              "class_images": 8},
     "model": {"base_run": "", "embedding_source": "random"},
-    "train": {"steps": 6, "batch_size": 4},
+    "train": {"steps": 4, "batch_size": 4},
     "sample": {"num_steps": 6, "alignment_captions": 8},
 }
 

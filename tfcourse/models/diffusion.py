@@ -71,14 +71,18 @@ def add_noise(x0, noise, timesteps, alphas_cumprod):
     return tf.sqrt(a) * x0 + tf.sqrt(1 - a) * noise
 
 
-def training_batch(images, tokens, alphas_cumprod, time_width, seed):
-    """What the denoiser trains on: (uint8 images [B, S, S, 3], tokens) -> ({"noisy_images",
-    "timestep_embedding", "tokens"}, the noise), a random step and noise per image from `seed` [2]."""
-    x0 = tf.cast(images, tf.float32) / 127.5 - 1
+def noised(x0, alphas_cumprod, time_width, seed):
+    """-> (x_t, timestep embedding, noise) of float x0 [B, ...]: a random step and noise per example from `seed` [2]."""
     timesteps = tf.random.stateless_uniform([tf.shape(x0)[0]], seed=seed, maxval=len(alphas_cumprod), dtype=tf.int32)
     noise = tf.random.stateless_normal(tf.shape(x0), seed=seed + [0, 7])
-    return {"noisy_images": add_noise(x0, noise, timesteps, alphas_cumprod),
-            "timestep_embedding": timestep_embedding(timesteps, time_width), "tokens": tokens}, noise
+    return add_noise(x0, noise, timesteps, alphas_cumprod), timestep_embedding(timesteps, time_width), noise
+
+
+def training_batch(images, tokens, alphas_cumprod, time_width, seed):
+    """What the small denoiser trains on: (uint8 images [B, S, S, 3], tokens) -> ({"noisy_images",
+    "timestep_embedding", "tokens"}, the noise)."""
+    x_t, time, noise = noised(tf.cast(images, tf.float32) / 127.5 - 1, alphas_cumprod, time_width, seed)
+    return {"noisy_images": x_t, "timestep_embedding": time, "tokens": tokens}, noise
 
 
 # ## The small text-to-image model
