@@ -1,5 +1,6 @@
 """Stable Diffusion v1's full-size pipeline with random weights: nothing here shows its image quality,
-only that the real architecture builds, prompts, samples and edits at 128 px."""
+only that the real architecture builds, prompts, samples and edits at 128 px, in mixed
+precision (bfloat16, as on a TPU or CPU)."""
 
 import gzip
 
@@ -19,9 +20,15 @@ def tiny_bpe(tmp_path_factory):
     return str(path)
 
 
-def test_full_pipeline_with_random_weights_samples_and_edits_at_128_px(tiny_bpe):
-    sd = stable_diffusion.StableDiffusionV1("random", image_size=128, bpe_path=tiny_bpe, jit_compile=False)
+@pytest.fixture(scope="module")
+def sd(tiny_bpe):
+    return stable_diffusion.StableDiffusionV1("random", image_size=128, bpe_path=tiny_bpe, jit_compile=False,
+                                              dtype_policy="mixed_bfloat16")
+
+
+def test_full_pipeline_with_random_weights_samples_and_edits_at_128_px(sd):
     assert not sd.pretrained and not sd.jit_compile
+    assert sd.diffusion_model.layers[-1].compute_dtype == "bfloat16"
     assert sd.diffusion_model.count_params() > 850_000_000  # the real 860M UNet, not a stand-in
     tokens = sd.tokens(["an astronaut", ""])
     assert tokens.shape == (2, 77) and tokens[0, 0] == sd.tokenizer.start_of_text

@@ -141,25 +141,23 @@ def subject_embedder(source):
 
 
 def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
-    """Endless batches ({inputs}, noise, sample weight): half "a sks [class]" instance images, half
-    "a [class]" class images weighted `prior_weight` (none without prior preservation)."""
+    """Endless batches ({inputs}, noise, sample weight): "a sks [class]" instance images, and (with
+    prior preservation) "a [class]" class images weighted `prior_weight`."""
     subject_class = captions.DIGITS[instance["digit"]]
-    instance_ds = tf.data.Dataset.from_tensor_slices(instance["images"]).shuffle(64, seed=data_seed).repeat()
-    instance_ds = instance_ds.map(lambda image: (image, f"a {captions.IDENTIFIER} {subject_class}", 1.0))
-    half = batch_size // 2 if prior_weight else batch_size
-    streams = [instance_ds.batch(half)]
-    if prior_weight:
-        class_ds = tf.data.Dataset.from_tensor_slices(class_images).shuffle(len(class_images), seed=data_seed).repeat()
-        streams.append(class_ds.map(lambda image: (image, f"a {subject_class}", prior_weight)).batch(batch_size - half))
-    ds = tf.data.Dataset.zip(tuple(streams)).enumerate()
 
-    def noised(index, parts):
-        images, texts, weights = (tf.concat([p[i] for p in parts], 0) for i in range(3))
-        seed = tf.stack([tf.cast(index, tf.int32), data_seed])
-        inputs, noise = diffusion.training_batch(images, tokenize(texts), alphas, time_width, seed)
-        return inputs, noise, tf.reshape(tf.cast(weights, tf.float32), (-1, 1, 1))  # per image, over its pixels
+    def prompted(images, prompt):
+        return images, tokenize([prompt] * len(images)).numpy()
 
-    return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    mix = diffusion.dreambooth_mix(prompted(instance["images"], f"a {captions.IDENTIFIER} {subject_class}"),
+                                   prompted(class_images, f"a {subject_class}"), batch_size, prior_weight, data_seed)
+
+    def noised(index, batch):
+        images, tokens, weights = batch
+        inputs, noise = diffusion.training_batch(images, tokens, alphas, time_width,
+                                                 tf.stack([tf.cast(index, tf.int32), data_seed]))
+        return inputs, noise, weights
+
+    return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def fine_tune(denoiser, pipelines, t, strategy, stage_dir):

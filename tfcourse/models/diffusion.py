@@ -85,6 +85,27 @@ def training_batch(images, tokens, alphas_cumprod, time_width, seed):
     return {"noisy_images": x_t, "timestep_embedding": time, "tokens": tokens}, noise
 
 
+def dreambooth_mix(instance, classes, batch_size, prior_loss_weight, seed):
+    """DreamBooth's batches, endless: (x, tokens, weight [B, 1, 1]). `instance` and `classes` are
+    (x [n, ...], tokens [n, L]) of the subject's images with the instance prompt and of the model's
+    own class images with the class prompt. With prior preservation half of each batch is class
+    images weighted `prior_loss_weight`; without (weight 0) every example is an instance image."""
+    def stream(pair, weight, count, stream_seed):
+        ds = tf.data.Dataset.from_tensor_slices(pair).shuffle(len(pair[0]), seed=stream_seed).repeat()
+        return ds.map(lambda x, tokens: (x, tokens, tf.constant(weight, tf.float32))).batch(count)
+
+    half = batch_size // 2 if prior_loss_weight else batch_size
+    streams = [stream(instance, 1.0, half, seed)]
+    if prior_loss_weight:
+        streams.append(stream(classes, prior_loss_weight, batch_size - half, seed + 1))
+
+    def joined(*parts):
+        x, tokens, weight = (tf.concat([p[i] for p in parts], 0) for i in range(3))
+        return x, tokens, tf.reshape(weight, (-1, 1, 1))  # per example, over its pixels
+
+    return tf.data.Dataset.zip(tuple(streams)).map(joined)
+
+
 # ## The small text-to-image model
 
 
@@ -213,7 +234,7 @@ class Sampler:
     def _guided_noise(self, x, timestep, context, empty_context, guidance):
         both = self.unet([tf.concat([x, x], 0), timestep_embedding(tf.fill([2 * tf.shape(x)[0]], timestep), self.time_width),
                           tf.concat([context, empty_context], 0)])
-        with_text, without = tf.split(both, 2)
+        with_text, without = tf.split(tf.cast(both, tf.float32), 2)  # float32 sampling, also under mixed precision
         return without + guidance * (with_text - without)
 
     def timesteps(self, num_steps):

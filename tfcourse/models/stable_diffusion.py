@@ -14,6 +14,9 @@ wheel (`open_clip/bpe_simple_vocab_16e6.txt.gz`). `bpe_path=""` downloads it.
 
 `jit_compile` (XLA) defaults to True in KerasCV; on a CPU it is about 3x slower, so "auto" turns
 it on only where a GPU or TPU is present.
+
+Mixed precision: `dtype_policy=mixed_precision_policy()` builds the sub-models in float16 (GPU) or
+bfloat16 (TPU, CPU); the sampler works in float32 throughout.
 """
 
 import os
@@ -42,6 +45,11 @@ WEIGHT_FILES = {
 }
 
 
+def mixed_precision_policy():
+    """float16 with loss scaling on a GPU; bfloat16 (no scaling needed) on a TPU or a CPU."""
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
 def default_jit_compile():
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
@@ -49,7 +57,7 @@ def default_jit_compile():
 class StableDiffusionV1:
     """KerasCV's four sub-models, its tokenizer, and the course's sampler over them."""
 
-    def __init__(self, weights="download", image_size=512, bpe_path="", jit_compile="auto"):
+    def __init__(self, weights="download", image_size=512, bpe_path="", jit_compile="auto", dtype_policy="float32"):
         if image_size % 128:
             raise UserError(f"image_size = {image_size}: Stable Diffusion's UNet needs a multiple of 128.")
         if bpe_path and not os.path.isfile(bpe_path):
@@ -60,10 +68,16 @@ class StableDiffusionV1:
         self.pretrained = weights != "random"
         files = {name: self._weights_file(weights, *file) for name, file in WEIGHT_FILES.items()} if self.pretrained else {}
         self.tokenizer = SimpleTokenizer(bpe_path or None)
-        self.text_encoder = TextEncoder(MAX_PROMPT_LENGTH, download_weights=False)
-        self.diffusion_model = DiffusionModel(image_size, image_size, MAX_PROMPT_LENGTH, download_weights=False)
-        self.decoder = Decoder(image_size, image_size, download_weights=False)
-        self.image_encoder = ImageEncoder(download_weights=False)
+        self.dtype_policy = dtype_policy
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(dtype_policy)  # KerasCV's sub-models take the global policy
+        try:
+            self.text_encoder = TextEncoder(MAX_PROMPT_LENGTH, download_weights=False)
+            self.diffusion_model = DiffusionModel(image_size, image_size, MAX_PROMPT_LENGTH, download_weights=False)
+            self.decoder = Decoder(image_size, image_size, download_weights=False)
+            self.image_encoder = ImageEncoder(download_weights=False)
+        finally:
+            keras.config.set_dtype_policy(previous)
         for name, path in files.items():
             getattr(self, name).load_weights(path)
 
@@ -89,14 +103,22 @@ class StableDiffusionV1:
 
     def encode_text(self, prompts):
         tokens = self.tokens(prompts)
-        positions = np.repeat(np.arange(MAX_PROMPT_LENGTH, dtype="int32")[None], len(tokens), 0)
-        return self.text_encoder({"tokens": tf.constant(tokens), "positions": tf.constant(positions)})
+        return tf.cast(self.text_encoder({"tokens": tf.constant(tokens), "positions": positions(len(tokens))}), tf.float32)
+
+    def encode_images(self, images, batch_size=4):
+        """uint8 [n, S, S, 3] -> latents [n, S/8, S/8, 4] (float32)."""
+        return np.concatenate([tf.cast(self.image_encoder(tf.constant(np.asarray(images[i : i + batch_size], "float32") / 127.5 - 1)),
+                                       tf.float32).numpy() for i in range(0, len(images), batch_size)])
 
     def sampler(self):
         """The course's sampler in Stable Diffusion's latent space (8x smaller, 4 channels)."""
         return diffusion.Sampler(
             lambda inputs: self.diffusion_model({"latent": inputs[0], "timestep_embedding": inputs[1], "context": inputs[2]}),
             self.encode_text, diffusion.scaled_linear_alphas_cumprod(), TIME_WIDTH,
-            encode_images=lambda images: self.image_encoder(tf.constant(np.asarray(images, "float32") / 127.5 - 1)),
-            decode=self.decoder, clip_x0=False, jit_compile=self.jit_compile,
+            encode_images=self.encode_images, decode=lambda x: tf.cast(self.decoder(x), tf.float32), clip_x0=False,
+            jit_compile=self.jit_compile,
             x_shape=(self.image_size // 8, self.image_size // 8, 4))
+
+
+def positions(batch_size):
+    return tf.repeat(tf.range(MAX_PROMPT_LENGTH, dtype=tf.int32)[None], batch_size, axis=0)
