@@ -506,6 +506,15 @@ def classifier_table(export_metrics):
 SAM_POINTS = 4  # the TFLite decoder's `points` signature takes this many points; pad with label -1
 
 
+def pad_points(points, labels):
+    """Points [n, P, 2] and labels [n, P] padded to SAM_POINTS with label -1 (SAM's "no point")."""
+    count = points.shape[1]
+    padded_points = np.zeros((len(points), SAM_POINTS, 2), "float32")
+    padded_labels = np.full((len(points), SAM_POINTS), -1.0, "float32")
+    padded_points[:, :count], padded_labels[:, :count] = points, labels
+    return padded_points, padded_labels
+
+
 def export_sam(image_encoder, prompt_decoder, run_dir, test_images, test_boxes, test_points, score):
     """SAM as a mobile app runs it: the image encoder once per image, the prompt decoder once per prompt.
 
@@ -518,10 +527,7 @@ def export_sam(image_encoder, prompt_decoder, run_dir, test_images, test_boxes, 
     """
     tmp_dir, final_dir = _fresh_export_dir(run_dir)
     boxes = np.asarray(test_boxes, "float32").reshape(-1, 1, 2, 2)
-    points = np.zeros((len(test_points), SAM_POINTS, 2), "float32")
-    points[:, 0] = test_points
-    labels = np.full((len(test_points), SAM_POINTS), -1.0, "float32")
-    labels[:, 0] = 1
+    points, labels = pad_points(np.asarray(test_points, "float32")[:, None], np.ones((len(test_points), 1), "float32"))
     embedding_shape = tuple(prompt_decoder.input["image_embeddings"].shape[1:])
     mask_side = prompt_decoder.input["masks"].shape[2]
 
@@ -651,8 +657,7 @@ class SAMExport:
             count = len(points)
             if not 1 <= count <= SAM_POINTS:
                 raise UserError(f"{count} points given: the exported decoder takes 1 to {SAM_POINTS} points.")
-            padded_points, padded_labels = np.zeros((1, SAM_POINTS, 2), "float32"), np.full((1, SAM_POINTS), -1.0, "float32")
-            padded_points[0, :count], padded_labels[0, :count] = points, labels
+            padded_points, padded_labels = pad_points(np.asarray(points, "float32")[None], np.asarray(labels, "float32")[None])
             prompts, kind = {"points": padded_points, "labels": padded_labels}, "points"
         outputs = self._signatures[kind](image_embeddings=np.asarray(embedding, "float32"), **prompts)
         return {name: np.asarray(outputs[name]) for name in ("masks", "iou_pred")}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tfcourse import UserError, config
+from tfcourse.data import mnist_m
 from tfcourse.lessons import dann
 
 
@@ -87,7 +88,7 @@ def test_bad_config_values_are_named():
     with pytest.raises(UserError, match="data.target_fraction"):
         config.load(dann.Config, overrides=["data.target_fraction=1.5"])
     with pytest.raises(UserError, match="does not exist"):
-        dann.load_photos(dann.DataConfig(backgrounds="/nonexistent/photos"))
+        mnist_m.load_photos("/nonexistent/photos", seed=0)
 
 
 def test_assets_config_builds_disjoint_domains_with_separate_test_photos(assets_dir, tmp_path, monkeypatch):

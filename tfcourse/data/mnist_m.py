@@ -47,6 +47,13 @@ def load_backgrounds(folder, min_size=28):
     return photos, skipped
 
 
+def load_photos(backgrounds, seed):
+    """-> (photos, skipped) of a folder, or 24 synthetic textures for backgrounds="synthetic"."""
+    if backgrounds == "synthetic":
+        return synthetic_photos(24, seed=seed), []
+    return load_backgrounds(backgrounds)
+
+
 def split_photos(num_photos, test_fraction, seed):
     """-> (train photo ids, test photo ids): disjoint, each non-empty, chosen with `seed`."""
     if num_photos < 2:

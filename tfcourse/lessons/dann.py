@@ -140,12 +140,6 @@ def load_digits(data):
     return digits[order], labels[order], class_names
 
 
-def load_photos(data):
-    if data.backgrounds == "synthetic":
-        return mnist_m.synthetic_photos(24, seed=data.seed), []
-    return mnist_m.load_backgrounds(data.backgrounds)
-
-
 def build_domains(data, cache_path):
     """-> ({domain: {split: (uint8 RGB images, labels)}}, class names, summary). MNIST-M is cached in the run."""
     digits, labels, class_names = load_digits(data)
@@ -153,7 +147,7 @@ def build_domains(data, cache_path):
     pools = {"target": np.arange(num_target), "source": np.arange(num_target, len(digits))}
     split_indices = {domain: {split: pool[idx] for split, idx in image_data.stratified_split(
         labels[pool], data.validation_fraction, data.test_fraction, data.seed).items()} for domain, pool in pools.items()}
-    photos, skipped = load_photos(data)
+    photos, skipped = mnist_m.load_photos(data.backgrounds, data.seed)
     train_photos, test_photos = mnist_m.split_photos(len(photos), data.test_photo_fraction, data.seed)
 
     if os.path.isfile(cache_path):

@@ -183,12 +183,12 @@ def measure(sampler, judge, embed, subject, data, s, seed):
     asked = np.stack([np.full(n, digit), np.arange(n) % len(captions.COLOURS), (np.arange(n) // 4) % 2], -1)
     controlled = text_to_image.generate(sampler, [captions.caption(*a) for a in asked], seed + 2, s)
     similarity = embed.predict(identifier_images, verbose=0) @ embed.predict(subject, verbose=0).T
-    colours_of = lambda images: judge.predict(images, verbose=0)["colour"].argmax(-1)  # noqa: E731
+    identifier_seen, class_seen = (judge.predict(images, verbose=0) for images in (identifier_images, class_images))
     return {
         "subject_similarity": float(similarity.mean()),
-        "identifier_in_subject_colour": float((colours_of(identifier_images) == colour).mean()),
-        "class_prompt_digit_accuracy": float((judge.predict(class_images, verbose=0)["digit"].argmax(-1) == digit).mean()),
-        "class_prompt_in_subject_colour": float((colours_of(class_images) == colour).mean()),
+        "identifier_in_subject_colour": float((identifier_seen["colour"].argmax(-1) == colour).mean()),
+        "class_prompt_digit_accuracy": float((class_seen["digit"].argmax(-1) == digit).mean()),
+        "class_prompt_in_subject_colour": float((class_seen["colour"].argmax(-1) == colour).mean()),
         "class_prompts_with_attributes": text_to_image.judge(judge, controlled, asked),
         "images": {"identifier": identifier_images[:8], "class": class_images[:8]},
     }

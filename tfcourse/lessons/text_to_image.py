@@ -126,10 +126,7 @@ def load_sources(data):
     if data.max_digits:
         order = np.random.default_rng(data.seed).permutation(len(digits))[: data.max_digits]
         digits, labels = digits[order], labels[order]
-    if data.backgrounds == "synthetic":
-        photos, skipped = mnist_m.synthetic_photos(24, seed=data.seed), []
-    else:
-        photos, skipped = mnist_m.load_backgrounds(data.backgrounds)
+    photos, skipped = mnist_m.load_photos(data.backgrounds, data.seed)
     return digits, labels, photos, skipped
 
 
