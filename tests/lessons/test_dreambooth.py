@@ -31,11 +31,11 @@ def test_batches_mix_instance_and_weighted_class_images():
     tokenize = captioned_digits.tokenizer()
     vocabulary = tokenize.get_vocabulary()
     alphas = diffusion.cosine_alphas_cumprod()
-    inputs, noise, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5)))
+    inputs, v, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5)))
     words = [" ".join(vocabulary[i] for i in row if i) for row in inputs["tokens"].numpy()]
     assert words == ["a sks seven"] * 4 + ["a seven"] * 4
     np.testing.assert_array_equal(weights.numpy().reshape(-1), [1.0] * 4 + [0.5] * 4)
-    assert weights.shape == (8, 1, 1) and noise.shape == (8, 32, 32, 3)
+    assert weights.shape == (8, 1, 1) and v.shape == (8, 32, 32, 3)
     inputs, _, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.0)))
     assert weights.numpy().reshape(-1).tolist() == [1.0] * 8 and inputs["tokens"].shape == (8, 8)
 

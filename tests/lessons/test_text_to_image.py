@@ -46,12 +46,13 @@ def test_training_captions_drop_attributes_and_validation_noise_is_fixed():
     pipeline = text_to_image.noising_pipeline(split, data, captioned_digits.tokenizer(), alphas, 32, 4, training=False)
     first, second = list(pipeline), list(pipeline)
     np.testing.assert_array_equal(first[0][0]["noisy_images"], second[0][0]["noisy_images"])
-    inputs, noise = first[0]
+    inputs, v = first[0]
     table = diffusion.timestep_embedding(tf.range(1000), 32).numpy()
     steps = np.abs(inputs["timestep_embedding"].numpy()[:, None] - table[None]).sum(-1).argmin(-1)
     a = alphas[steps].reshape(-1, 1, 1, 1)
-    x0 = 200 / 127.5 - 1
-    np.testing.assert_allclose(inputs["noisy_images"], np.sqrt(a) * x0 + np.sqrt(1 - a) * noise.numpy(), atol=1e-5)
+    x_t = inputs["noisy_images"].numpy()
+    np.testing.assert_allclose(np.sqrt(a) * x_t - np.sqrt(1 - a) * v.numpy(), 200 / 127.5 - 1, atol=1e-5)  # the target is v
+    assert 0.8 < np.std(np.sqrt(1 - a) * x_t + np.sqrt(a) * v.numpy()) < 1.2  # the noise it implies
     assert [len(b[1]) for b in first] == [4, 2]  # every validation image, none dropped
 
 

@@ -50,12 +50,23 @@ def test_tiny_model_shapes_and_keras_round_trip(tmp_path):
         diffusion.build_small("huge", vocabulary_size, 8)
 
 
+def test_velocity_recovers_the_clean_image_and_the_noise():
+    alphas = diffusion.cosine_alphas_cumprod()
+    rng = np.random.default_rng(0)
+    x0, noise = (tf.constant(rng.normal(size=(3, 4, 4, 3)), tf.float32) for _ in range(2))
+    t = tf.constant([0, 500, 990])
+    x_t, v = diffusion.add_noise(x0, noise, t, alphas), diffusion.velocity(x0, noise, t, alphas)
+    a = np.sqrt(alphas[t.numpy()]).reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(a * x_t - np.sqrt(1 - a**2) * v, x0, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(1 - a**2) * x_t + a * v, noise, atol=1e-4)
+
+
 class OracleUNet:
     """A stand-in denoiser with the UNet's signature that knows the clean image: it predicts the
-    exact noise of x_t for `target` (it reads t back from the lowest-frequency sine of the embedding)."""
+    exact noise (or v) of x_t for `target` (it reads t back from the lowest-frequency sine of the embedding)."""
 
-    def __init__(self, target, alphas):
-        self.target, self.alphas = tf.constant(target), alphas
+    def __init__(self, target, alphas, prediction):
+        self.target, self.alphas, self.prediction = tf.constant(target), alphas, prediction
 
     def __call__(self, inputs):
         x, embedding, _ = inputs
@@ -63,22 +74,25 @@ class OracleUNet:
         lowest = math.exp(-math.log(10000) * (half - 1) / half)
         t = tf.cast(tf.round(tf.asin(embedding[:, -1]) / lowest), tf.int32)
         a = tf.reshape(tf.gather(tf.constant(self.alphas), t), (-1, 1, 1, 1))
-        return (x - tf.sqrt(a) * tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1])) / tf.sqrt(1 - a)
+        x0 = tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1])
+        noise = (x - tf.sqrt(a) * x0) / tf.sqrt(1 - a)
+        return noise if self.prediction == "epsilon" else tf.sqrt(a) * noise - tf.sqrt(1 - a) * x0
 
 
-def oracle_sampler(target_uint8):
+def oracle_sampler(target_uint8, prediction="epsilon"):
     alphas = diffusion.cosine_alphas_cumprod()
     target = target_uint8.astype("float32") / 127.5 - 1
-    return diffusion.Sampler(OracleUNet(target, alphas), lambda prompts: tf.zeros((len(prompts), 8, 4)), alphas,
-                             TIME_WIDTH, encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
-                             decode=lambda x: x, clip_x0=True, x_shape=target_uint8.shape[1:])
+    return diffusion.Sampler(OracleUNet(target, alphas, prediction), lambda prompts: tf.zeros((len(prompts), 8, 4)),
+                             alphas, TIME_WIDTH, encode_images=lambda images: tf.constant(np.asarray(images, "float32") / 127.5 - 1),
+                             decode=lambda x: x, clip_x0=True, x_shape=target_uint8.shape[1:], prediction=prediction)
 
 
-def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser():
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser(prediction):
     rng = np.random.default_rng(0)
     target = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
     given = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
-    sampler = oracle_sampler(target)
+    sampler = oracle_sampler(target, prediction)
     prompts = ["a red seven", "a blue two"]
     generated = sampler.generate(prompts, seed=3, num_steps=20)
     assert np.abs(generated.astype(int) - target).max() <= 1  # DDIM lands on what the denoiser points to

@@ -1,13 +1,13 @@
 """Stable Diffusion v1's full-size pipeline with random weights: nothing here shows its image quality,
-only that the real architecture builds, prompts, samples and edits at 128 px, in mixed
-precision (bfloat16, as on a TPU or CPU)."""
+only that the real architecture builds, prompts, samples, edits and takes a DreamBooth training step
+at 128 px, in mixed precision (bfloat16, as on a TPU or CPU)."""
 
 import gzip
 
 import numpy as np
 import pytest
 
-from tfcourse import UserError
+from tfcourse import UserError, train
 from tfcourse.models import stable_diffusion
 
 
@@ -43,6 +43,25 @@ def test_full_pipeline_with_random_weights_samples_and_edits_at_128_px(sd):
     np.testing.assert_array_equal(painted[mask == 0], source[mask == 0])
     with pytest.raises(UserError, match="tokens; Stable Diffusion takes 77"):
         sd.tokens(["astronaut " * 80])
+
+
+def test_one_dreambooth_step_with_gradient_accumulation(sd):
+    rng = np.random.default_rng(0)
+    instance = rng.integers(0, 256, (2, 128, 128, 3)).astype(np.uint8)
+    classes = rng.integers(0, 256, (2, 128, 128, 3)).astype(np.uint8)
+    with train.model_scope(train.get_strategy("default")):
+        model = stable_diffusion.dreambooth_model(sd)
+        stable_diffusion.compile_dreambooth(model, sd, learning_rate=1e-3, gradient_accumulation_steps=2)
+    inputs, noise, weights = next(iter(stable_diffusion.dreambooth_dataset(sd, instance, classes, "a sks astronaut",
+                                                                           "an astronaut", 2, 0.5)))
+    assert inputs["latent"].shape == (2, 16, 16, 4) and weights.numpy().reshape(-1).tolist() == [1.0, 0.5]
+    kernel = sd.diffusion_model.layers[-1].trainable_weights[0]  # the UNet's last convolution
+    start = kernel.numpy().copy()
+    first = model.train_on_batch(inputs, noise, sample_weight=weights)
+    np.testing.assert_array_equal(kernel.numpy(), start)  # accumulated, not applied yet
+    model.train_on_batch(inputs, noise, sample_weight=weights)
+    assert np.isfinite(first) and not np.array_equal(kernel.numpy(), start)  # applied after 2 batches
+    assert len(model.trainable_weights) == len(sd.diffusion_model.trainable_weights)  # the text encoder is frozen
 
 
 def test_weights_folder_and_vocabulary_are_checked_before_building(tmp_path, tiny_bpe):

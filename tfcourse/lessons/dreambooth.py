@@ -141,7 +141,7 @@ def subject_embedder(source):
 
 
 def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
-    """Endless batches ({inputs}, noise, sample weight): "a sks [class]" instance images, and (with
+    """Endless batches ({inputs}, v, sample weight): "a sks [class]" instance images, and (with
     prior preservation) "a [class]" class images weighted `prior_weight`."""
     subject_class = captions.DIGITS[instance["digit"]]
 
@@ -153,9 +153,9 @@ def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, tim
 
     def noised(index, batch):
         images, tokens, weights = batch
-        inputs, noise = diffusion.training_batch(images, tokens, alphas, time_width,
-                                                 tf.stack([tf.cast(index, tf.int32), data_seed]))
-        return inputs, noise, weights
+        inputs, v = diffusion.training_batch(images, tokens, alphas, time_width,
+                                             tf.stack([tf.cast(index, tf.int32), data_seed]))
+        return inputs, v, weights
 
     return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -192,8 +192,6 @@ def measure(sampler, judge, embed, subject, data, s, seed):
         "class_prompts_with_attributes": text_to_image.judge(judge, controlled, asked),
         "images": {"identifier": identifier_images[:8], "class": class_images[:8]},
     }
-
-
 
 
 # ## The lesson

@@ -13,8 +13,8 @@ while every pixel outside the mask stays the input's.
 
 The data ("a red seven on the left"): see tfcourse.data.captioned_digits. The model is trained with
 `fit` on a tf.data pipeline that noises each image afresh: inputs {noisy image, timestep embedding,
-caption tokens}, target the noise. So the course's callbacks, resumable backups and strategies
-apply as to any other Keras model.
+caption tokens}, target the velocity v (`diffusion.small_unet` says why not the noise). So the
+course's callbacks, resumable backups and strategies apply as to any other Keras model.
 
 Stable Diffusion itself (KerasCV, 860M-parameter UNet) runs the same sampler and edits: see
 tfcourse.models.stable_diffusion and the `stable-diffusion` lesson options in the README.
@@ -161,7 +161,7 @@ def caption_strings(attributes, attribute_dropout, caption_dropout, seed):
 
 
 def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_size, training):
-    """Batches of ({"noisy_images", "timestep_embedding", "tokens"}, noise): a fresh step and fresh
+    """Batches of ({"noisy_images", "timestep_embedding", "tokens"}, v): a fresh step and fresh
     noise per image, every epoch, for training; fixed ones (by position) for validation, so its loss
     compares across epochs."""
     ds = tf.data.Dataset.from_tensor_slices((split.images, split.attributes.astype("int32")))
