@@ -23,6 +23,7 @@ def test_smoke_run_measures_both_arms_against_the_base(tmp_path):
         assert result["class_prompts_with_attributes"]["count"] == 8
     # the arms start from the same base: what differs is the training, so both moved from it
     assert report["results"]["with_prior"] != report["results"]["before"]
+    assert report["results"]["without_prior"] != report["results"]["with_prior"]
 
 
 def test_batches_mix_instance_and_weighted_class_images():

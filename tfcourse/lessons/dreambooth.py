@@ -93,7 +93,7 @@ SMOKE = {
     "data": {"digits": "synthetic", "backgrounds": "synthetic", "max_digits": 200, "subject_digit": 2,
              "class_images": 8},
     "model": {"base_run": "", "embedding_source": "random"},
-    "train": {"steps": 4, "batch_size": 4},
+    "train": {"steps": 2, "batch_size": 4},
     "sample": {"num_steps": 6, "alignment_captions": 8},
 }
 
@@ -160,11 +160,19 @@ def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, tim
     return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def fine_tune(denoiser, pipelines, t, strategy, stage_dir):
-    """DreamBooth: the UNet (and optionally the text encoder) trained on the weighted pipeline, in 4
-    epochs of steps / 4 (each epoch backed up, so an interrupted run resumes)."""
+def compile_fine_tuning(denoiser, t, strategy):
+    """-> the optimizer's fresh state: each arm starts from it, and both share one traced train step."""
     denoiser.get_layer("text_encoder").trainable = t.text_encoder
     denoiser.compile(optimizer=keras.optimizers.AdamW(train.scaled_learning_rate(t.learning_rate, strategy)), loss="mse")
+    denoiser.optimizer.build(denoiser.trainable_variables)
+    return [v.numpy() for v in denoiser.optimizer.variables]
+
+
+def fine_tune(denoiser, fresh_optimizer, pipelines, t, strategy, stage_dir):
+    """DreamBooth: the UNet (and optionally the text encoder) trained on the weighted pipeline, in 4
+    epochs of steps / 4 (each epoch backed up, so an interrupted run resumes)."""
+    for variable, value in zip(denoiser.optimizer.variables, fresh_optimizer):
+        variable.assign(value)
     steps_per_epoch = max(1, t.steps // 4)
     return train.fit_stage(denoiser, pipelines["train"].take(steps_per_epoch), pipelines["validation"].take(2),
                            -(-t.steps // steps_per_epoch), stage_dir, patience=t.steps, strategy=strategy)
@@ -228,13 +236,15 @@ def run(config, run_dir):
     # 2. Fine-tune from the same base, with and without prior preservation.
     histories = {}
     instance = {"images": subject, "digit": data.subject_digit}
+    with train.model_scope(strategy):
+        fresh_optimizer = compile_fine_tuning(base, t, strategy)
     for arm in ARMS:
         prior = t.prior_loss_weight if arm == "with_prior" else 0.0
         base.set_weights(base_weights)
         pipelines = {name: dreambooth_pipeline(instance, class_images, data.seed + k, tokenize, alphas, time_width,
                                                batch_size, prior) for k, name in enumerate(("train", "validation"))}
         with timings(f"train_{arm}"), train.model_scope(strategy):
-            histories[arm] = fine_tune(base, pipelines, t, strategy, os.path.join(checkpoints, arm))
+            histories[arm] = fine_tune(base, fresh_optimizer, pipelines, t, strategy, os.path.join(checkpoints, arm))
         with timings(f"measure_{arm}"):
             results[arm] = measure(sampler_of(base), judge, embed, subject, data, s, seed=100)
 
