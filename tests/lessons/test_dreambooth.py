@@ -1,11 +1,12 @@
 import json
+import os
 
 import numpy as np
 import pytest
 
 from tfcourse import UserError, config
 from tfcourse.data import captioned_digits
-from tfcourse.lessons import dreambooth
+from tfcourse.lessons import dreambooth, text_to_image
 from tfcourse.models import diffusion
 
 
@@ -47,3 +48,14 @@ def test_a_base_run_without_its_models_is_refused(tmp_path):
         dreambooth.load_base(model, None)
     with pytest.raises(UserError, match="data.subject_digit"):
         config.load(dreambooth.Config, overrides=["data.subject_digit=12"])
+
+
+def test_assets_config_uses_the_text_to_image_data_and_a_real_embedding(assets_dir):
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    cfg = config.load(dreambooth.Config, os.path.join(configs, "dreambooth-assets.yaml"))
+    base = config.load(text_to_image.Config, os.path.join(configs, "text-to-image-assets.yaml")).data
+    assert cfg.model.base_run == "saved_models/text-to-image" and cfg.data.max_digits == 0
+    assert os.path.isdir(cfg.data.digits) and os.path.isdir(cfg.data.backgrounds)
+    assert os.path.isfile(cfg.model.embedding_source) and cfg.model.embedding_source.endswith(".tflite")
+    # the same digits, photos and seed, so the same splits: the subject is a test digit the base never saw
+    assert (cfg.data.digits, cfg.data.backgrounds, cfg.data.seed) == (base.digits, base.backgrounds, base.seed)
