@@ -45,7 +45,7 @@ def test_batches_mix_instance_and_weighted_class_images():
 def test_a_base_run_without_its_models_is_refused(tmp_path):
     model = config.load(dreambooth.Config, overrides=[f"model.base_run={tmp_path}"]).model
     with pytest.raises(UserError, match="has no text_to_image.keras"):
-        dreambooth.load_base(model, None)
+        dreambooth.load_base(model)
     with pytest.raises(UserError, match="data.subject_digit"):
         config.load(dreambooth.Config, overrides=["data.subject_digit=12"])
 

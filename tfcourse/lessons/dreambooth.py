@@ -113,7 +113,7 @@ def subject_images(data, splits, photos_of_test, rng):
                            photos, photo_ids, seed=data.seed), attributes
 
 
-def load_base(model, data):
+def load_base(model):
     """-> (denoiser, judge, note) from a text-to-image run, or random tiny ones."""
     if not model.base_run:
         denoiser, _, _ = diffusion.build_small("tiny", len(captions.VOCABULARY) + 2, captions.SEQUENCE_LENGTH)
@@ -219,7 +219,7 @@ def run(config, run_dir):
         tokenize = captions.tokenizer()
         batch_size = train.global_batch_size(t.batch_size, strategy)
     with train.model_scope(strategy):
-        base, judge, base_note = load_base(m, data)
+        base, judge, base_note = load_base(m)
         embed = subject_embedder(m.embedding_source)
     base_weights = base.get_weights()
     alphas = diffusion.cosine_alphas_cumprod()
@@ -272,8 +272,9 @@ def load_subject_sources(data):
     settings = text_to_image.DataConfig(digits=data.digits, digits_split=data.digits_split, tfds_data_dir=data.tfds_data_dir,
                                         backgrounds=data.backgrounds, max_digits=data.max_digits, renders_per_digit=1,
                                         seed=data.seed)
-    splits, _, _ = text_to_image.load_splits(settings)
-    digits, _, photos, _ = text_to_image.load_sources(settings)
+    sources = text_to_image.load_sources(settings)
+    splits, _, _ = text_to_image.load_splits(settings, sources)
+    digits, _, photos, _ = sources
     return splits, (digits, photos)
 
 

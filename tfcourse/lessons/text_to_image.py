@@ -130,9 +130,9 @@ def load_sources(data):
     return digits, labels, photos, skipped
 
 
-def load_splits(data):
-    """-> ({split: CaptionedSplit}, held-out combinations, summary)."""
-    digits, labels, photos, skipped = load_sources(data)
+def load_splits(data, sources):
+    """`load_sources(data)` -> ({split: CaptionedSplit}, held-out combinations, summary)."""
+    digits, labels, photos, skipped = sources
     held_out = captions.held_out_combinations(data.held_out_combinations, data.seed)
     fractions = {"train": 1 - data.validation_fraction - data.test_fraction, "validation": data.validation_fraction,
                  "test": data.test_fraction}
@@ -206,7 +206,7 @@ def build_attribute_classifier(num_digits):
 
 
 def classifier_pipeline(split, batch_size, training, seed):
-    labels = {name: split.attributes[:, i] for i, name in enumerate(("digit", "colour", "position"))}
+    labels = {name: split.attributes[:, i] for i, name in enumerate(captions.ATTRIBUTES)}
     ds = tf.data.Dataset.from_tensor_slices((split.images, labels))
     if training:
         ds = ds.shuffle(len(split.images), seed=seed, reshuffle_each_iteration=True)
@@ -216,8 +216,7 @@ def classifier_pipeline(split, batch_size, training, seed):
 def judge(classifier, images, attributes):
     """Per attribute, and all three at once: the share of images the classifier sees as asked."""
     predicted = classifier.predict(images, batch_size=256, verbose=0)
-    right = np.stack([predicted[name].argmax(-1) == attributes[:, i]
-                      for i, name in enumerate(("digit", "colour", "position"))], -1)
+    right = np.stack([predicted[name].argmax(-1) == attributes[:, i] for i, name in enumerate(captions.ATTRIBUTES)], -1)
     return {"digit": float(right[:, 0].mean()), "colour": float(right[:, 1].mean()),
             "position": float(right[:, 2].mean()), "all_three": float(right.all(-1).mean()), "count": len(images)}
 
@@ -235,7 +234,7 @@ def run(config, run_dir):
     data, t, s = config.data, config.train, config.sample
 
     with timings("data"):
-        splits, held_out, data_summary = load_splits(data)
+        splits, held_out, data_summary = load_splits(data, load_sources(data))
         tokenize = captions.tokenizer()
         batch_size = train.global_batch_size(data.batch_size, strategy)
     num_digits = int(max(split.attributes[:, 0].max() for split in splits.values())) + 1
@@ -247,7 +246,7 @@ def run(config, run_dir):
         classifier = build_attribute_classifier(num_digits)
         classifier.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
                            loss="sparse_categorical_crossentropy",
-                           metrics={name: "accuracy" for name in ("digit", "colour", "position")})
+                           metrics={name: "accuracy" for name in captions.ATTRIBUTES})
         histories = {"classifier": train.fit_stage(
             classifier, classifier_pipeline(splits["train"], 128, True, data.seed),
             classifier_pipeline(splits["validation"], 256, False, data.seed), t.classifier_epochs,

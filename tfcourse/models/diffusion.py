@@ -2,8 +2,9 @@
 
 A diffusion model learns to undo noise. Training: take an image x0, a step t of T, noise eps, and
 x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (a_t = the schedule's cumulative alpha); the denoiser
-sees (x_t, an embedding of t, the caption's text encoding) and predicts eps, with a mean squared
-error. Sampling (DDIM, eta = 0): from pure noise, step down a subsequence of the T steps, each time
+sees (x_t, an embedding of t, the caption's text encoding) and predicts eps (Stable Diffusion v1)
+or v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (the small model: `small_unet` says why), with a mean
+squared error. Sampling (DDIM, eta = 0): from pure noise, step down a subsequence of the T steps, each time
 estimating x0 from the predicted eps and re-noising it to the next level. Classifier-free guidance
 mixes the predictions with and without the caption: eps = eps_empty + scale (eps_caption - eps_empty);
 the model learns both because captions are dropped from 10 % of training examples.
