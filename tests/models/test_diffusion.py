@@ -50,6 +50,21 @@ def test_tiny_model_shapes_and_keras_round_trip(tmp_path):
         diffusion.build_small("huge", vocabulary_size, 8)
 
 
+def test_every_resblock_sees_the_caption_through_the_timestep_embedding():
+    """What the ResBlocks get as their embedding: the timestep MLP's output plus a projection of the
+    caption's mean encoding, so a caption reaches every level, not just those that attend to it."""
+    unet = diffusion.small_unet(diffusion.SMALL_SIZES["tiny"], sequence_length=4)
+    embedding = keras.Model(unet.inputs, unet.get_layer("time_and_text").output)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    time = diffusion.timestep_embedding(tf.constant([500, 500]), TIME_WIDTH).numpy()
+    context = rng.normal(size=(2, 4, 32)).astype("float32")
+    got = embedding.predict([x, time, context], verbose=0)
+    time_only = unet.get_layer("time_mlp_1")(unet.get_layer("time_mlp_0")(time)).numpy()
+    np.testing.assert_allclose(got, time_only + unet.get_layer("text_mlp")(context.mean(1)).numpy(), atol=1e-5)
+    assert np.abs(got[0] - got[1]).mean() > 1e-3  # same step, different captions
+
+
 def test_velocity_recovers_the_clean_image_and_the_noise():
     alphas = diffusion.cosine_alphas_cumprod()
     rng = np.random.default_rng(0)

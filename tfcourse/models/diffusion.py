@@ -122,7 +122,7 @@ def dreambooth_mix(instance, classes, batch_size, prior_loss_weight, seed):
 class SmallConfig:
     image_size: int = 32
     channels: tuple = (64, 96, 128)  # per UNet level, at 16, 8 and 4 px (multiples of 32: GroupNorm's groups)
-    attention: tuple = (False, False, True)  # a SpatialTransformer (self- and cross-attention) per level
+    attention: tuple = (False, True, True)  # a SpatialTransformer (self- and cross-attention) per level
     heads: int = 4
     text_width: int = 128
     text_layers: int = 2
@@ -170,6 +170,10 @@ def small_unet(config, sequence_length):
     Stable Diffusion's UNet in miniature: a ResBlock (with the timestep) and optionally a
     SpatialTransformer (attending to the text) per level, strided convolutions down, two blocks per
     level back up joined with the skips, at half the image's resolution (2 x 2 patches).
+
+    As Imagen and SDXL do, the mean of the text encoding is added to the timestep embedding, so every
+    ResBlock sees the caption: with the text in attention only, at 4 px, a 15-epoch model drew the
+    colour and side asked for every time but the digit at chance (0.10).
     """
     size = config.image_size
     noisy = keras.Input((size, size, 3), name="noisy_images")
@@ -177,6 +181,8 @@ def small_unet(config, sequence_length):
     context = keras.Input((sequence_length, config.text_width), name="context")
     t = keras.layers.Dense(4 * config.time_width, activation="swish", name="time_mlp_0")(time)
     t = keras.layers.Dense(4 * config.time_width, name="time_mlp_1")(t)
+    pooled_text = keras.layers.GlobalAveragePooling1D(name="text_mean")(context)
+    t = keras.layers.Add(name="time_and_text")([t, keras.layers.Dense(4 * config.time_width, name="text_mlp")(pooled_text)])
 
     def block(x, channels, attend):
         x = ResBlock(channels)([x, t])
