@@ -50,7 +50,7 @@ SMOKE = {
     "data": {"source": "synthetic", "image_size": 64, "batch_size": 16, "validation_fraction": 0.2, "test_fraction": 0.2},
     "model": {"backbone": "mobilenet_v2", "source": "random", "width_multiplier": 0.35},
     "train": {"feature_epochs": 3, "fine_tune_epochs": 2, "fine_tune_layers": 10, "fine_tune_learning_rate": 1e-4,
-              "scratch_epochs": 8},
+              "scratch_epochs": 3},
     "export": {"representative_images": 20, "max_quantized_accuracy_drop": 0.2},
 }
 

@@ -120,7 +120,7 @@ class Config:
 SMOKE = {
     "data": {"source": "synthetic", "image_size": 64, "batch_size": 8, "pastes_per_object": 2},
     "model": {"sam": "tiny", "scratch_sam": "tiny", "unet_source": "random", "unet_width_multiplier": 0.35},
-    "train": {"decoder_epochs": 2, "scratch_epochs": 2, "unet_epochs": 2, "unet_fine_tune_epochs": 0,
+    "train": {"decoder_epochs": 1, "scratch_epochs": 1, "unet_epochs": 1, "unet_fine_tune_epochs": 0,
               "early_stopping_patience": 5},
 }
 
