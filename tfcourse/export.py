@@ -324,8 +324,7 @@ def export_feature_classifier(model, run_dir, class_names, test_inputs, test_lab
 
 def _float_classifier_exports(model, tmp_dir, test_inputs, test_labels, keras_probabilities):
     """Writes SavedModel + TFLite float32 and dynamic-range of a float-input classifier into `tmp_dir`;
-    checks them against `keras_probabilities`, the Keras model's on `test_inputs`. -> metrics."""
-    test_inputs = np.asarray(test_inputs, np.float32)
+    checks them against `keras_probabilities`, the Keras model's on `test_inputs` (float32). -> metrics."""
     metrics = {"input_shape": list(test_inputs.shape[1:]), "keras": {"accuracy": _accuracy(keras_probabilities, test_labels)}}
     saved_model_dir = os.path.join(tmp_dir, "saved_model")
     model.export(saved_model_dir, format="tf_saved_model", verbose=False)

@@ -217,8 +217,8 @@ def judge(classifier, images, attributes):
     """Per attribute, and all three at once: the share of images the classifier sees as asked."""
     predicted = classifier.predict(images, batch_size=256, verbose=0)
     right = np.stack([predicted[name].argmax(-1) == attributes[:, i] for i, name in enumerate(captions.ATTRIBUTES)], -1)
-    return {"digit": float(right[:, 0].mean()), "colour": float(right[:, 1].mean()),
-            "position": float(right[:, 2].mean()), "all_three": float(right.all(-1).mean()), "count": len(images)}
+    return {**{name: float(right[:, i].mean()) for i, name in enumerate(captions.ATTRIBUTES)},
+            "all_three": float(right.all(-1).mean()), "count": len(images)}
 
 
 # ## The lesson

@@ -66,15 +66,20 @@ def timestep_embedding(timesteps, dim, max_period=10000):
     return tf.concat([tf.cos(angles), tf.sin(angles)], axis=-1)
 
 
+def _alphas_at(alphas_cumprod, timesteps, x0):
+    """a_t per example, shaped to broadcast over x0 [B, ...]."""
+    return tf.reshape(tf.gather(tf.constant(alphas_cumprod, x0.dtype), timesteps), (-1,) + (1,) * (len(x0.shape) - 1))
+
+
 def add_noise(x0, noise, timesteps, alphas_cumprod):
     """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise, per example."""
-    a = tf.reshape(tf.gather(tf.constant(alphas_cumprod, x0.dtype), timesteps), (-1,) + (1,) * (len(x0.shape) - 1))
+    a = _alphas_at(alphas_cumprod, timesteps, x0)
     return tf.sqrt(a) * x0 + tf.sqrt(1 - a) * noise
 
 
 def velocity(x0, noise, timesteps, alphas_cumprod):
     """v = sqrt(a_t) noise - sqrt(1 - a_t) x0 (Salimans & Ho 2022), per example."""
-    a = tf.reshape(tf.gather(tf.constant(alphas_cumprod, x0.dtype), timesteps), (-1,) + (1,) * (len(x0.shape) - 1))
+    a = _alphas_at(alphas_cumprod, timesteps, x0)
     return tf.sqrt(a) * noise - tf.sqrt(1 - a) * x0
 
 
@@ -237,7 +242,7 @@ class Sampler:
     """DDIM sampling with classifier-free guidance, text-to-image, img2img and inpainting, for any
     text-conditioned denoiser: the small pixel model or Stable Diffusion's latent one.
 
-    `unet(x_t, timestep embedding, context) -> noise`; `encode_text(list of prompts) -> context`;
+    `unet(x_t, timestep embedding, context) -> noise or v` (`prediction`); `encode_text(list of prompts) -> context`;
     `encode_images(uint8 [B, H, W, 3]) -> x0` and `decode(x0) -> images in [-1, 1]` (pixels: a
     rescaling; Stable Diffusion: its VAE); `clip_x0` clips the estimated x0 to [-1, 1] (pixel space);
     `x_shape` is one x0's shape (pixels [S, S, 3]; Stable Diffusion's latents [S/8, S/8, 4]);
@@ -249,9 +254,9 @@ class Sampler:
         self.unet, self.encode_text, self.alphas_cumprod = unet, encode_text, np.asarray(alphas_cumprod, "float64")
         self.time_width, self.encode_images, self.decode, self.clip_x0 = time_width, encode_images, decode, clip_x0
         self.x_shape, self.prediction = tuple(x_shape), prediction
-        self._guided = tf.function(self._guided_noise, reduce_retracing=True, jit_compile=jit_compile)
+        self._guided = tf.function(self._guided_prediction, reduce_retracing=True, jit_compile=jit_compile)
 
-    def _guided_noise(self, x, timestep, context, empty_context, guidance):
+    def _guided_prediction(self, x, timestep, context, empty_context, guidance):
         both = self.unet([tf.concat([x, x], 0), timestep_embedding(tf.fill([2 * tf.shape(x)[0]], timestep), self.time_width),
                           tf.concat([context, empty_context], 0)])
         with_text, without = tf.split(tf.cast(both, tf.float32), 2)  # float32 sampling, also under mixed precision
