@@ -103,7 +103,7 @@ class _FailOnEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def _interrupted_stage(tmp_path, monkeypatch, epoch):
+def _interrupted_stage(tmp_path, monkeypatch, epoch, make_model=_model):
     """A stage of 5 epochs killed when `epoch` begins; -> (data, stage dir)."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
@@ -114,18 +114,18 @@ def _interrupted_stage(tmp_path, monkeypatch, epoch):
     monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
         self, *a, **{**k, "callbacks": k["callbacks"] + [_FailOnEpoch(epoch)]}))
     with pytest.raises(KeyboardInterrupt):
-        train.fit_stage(_model(), data, data, epochs=5, stage_dir=stage, patience=10)
+        train.fit_stage(make_model(), data, data, epochs=5, stage_dir=stage, patience=10)
     monkeypatch.setattr(keras.Model, "fit", real_fit)
     return data, stage
 
 
-def _resume(data, stage, monkeypatch):
+def _resume(data, stage, monkeypatch, make_model=_model):
     """Reruns the stage; -> (the epochs it trained, the model)."""
     epochs_run, real_fit = [], keras.Model.fit
     monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
         self, *a, **{**k, "callbacks": k["callbacks"] + [keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch))]}))
-    model = _model()
+    model = make_model()
     train.fit_stage(model, data, data, epochs=5, stage_dir=stage, patience=10)
     return epochs_run, model
 
@@ -148,6 +148,45 @@ def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_pa
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(c, b)
     assert os.path.isfile(os.path.join(stage, "best.keras"))
+
+
+def _averaging_model():
+    """A model whose optimizer keeps a moving average of its weights (momentum 0.5: it lags a few steps)."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_a_stage_ends_holding_the_moving_average_also_after_a_resume(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    keras.utils.set_random_seed(0)
+    model, raw = _averaging_model(), []  # the raw weights after every step, to average by hand
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: raw.append(model.get_weights()))
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
+        self, *a, **{**k, "callbacks": k["callbacks"] + [record]}))
+    train.fit_stage(model, data, data, epochs=5, stage_dir=str(tmp_path / "straight"), patience=10)
+    monkeypatch.setattr(keras.Model, "fit", real_fit)
+    average = raw[0]
+    for weights in raw[1:]:
+        average = [0.5 * a + 0.5 * w for a, w in zip(average, weights)]
+    for got, expected, last in zip(model.get_weights(), average, raw[-1]):
+        np.testing.assert_allclose(got, expected, atol=1e-6)  # the average, not the best epoch's raw weights
+        assert not np.allclose(got, last)
+
+    data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=2, make_model=_averaging_model)
+    epochs_run, resumed = _resume(data, stage, monkeypatch, make_model=_averaging_model)
+    assert epochs_run == [2, 3, 4]
+    for got, expected in zip(resumed.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(got, expected, atol=1e-6)  # the average went into the backups too
+    reloaded = _averaging_model()
+    train.fit_stage(reloaded, data, data, epochs=5, stage_dir=stage, patience=10)  # finished: loaded
+    for got, expected in zip(reloaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_backups_are_complete_folders_with_checksums_and_two_are_kept(tmp_path, monkeypatch):

@@ -155,6 +155,7 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience, strat
       of training again, so a run interrupted in a later stage resumes there.
     - `best.keras` is the best checkpoint by validation loss; early stopping restores it.
     - `log.csv` is the per-epoch log.
+    - An optimizer with `use_ema` leaves the model holding the moving average of its weights (`final.weights.h5` too).
     - Under multi-worker (`strategy`), `fit_multi_worker` runs the epochs instead of `model.fit`.
     """
     final_weights = os.path.join(stage_dir, "final.weights.h5")
@@ -177,11 +178,20 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience, strat
     else:
         # shuffle=False: the tf.data pipeline shuffles (Keras ignores the flag for datasets, with a warning)
         model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
+        use_moving_average(model)
     history = read_csv_log(os.path.join(stage_dir, "log.csv"))  # all epochs, also across a resume
     write_atomically(final_weights, model.save_weights)
     write_atomically(history_path, lambda path: _dump_json(history, path))  # last: it marks the stage finished
     shutil.rmtree(os.path.join(stage_dir, "backup"), ignore_errors=True)
     return history
+
+
+def use_moving_average(model):
+    """Where the optimizer keeps an exponential moving average of the weights (`use_ema`), put it
+    into the model. Keras' `fit` does so before the callbacks' end, and EarlyStopping(restore_best_weights)
+    then puts the best epoch's raw weights back; the average is what a diffusion model samples with."""
+    if getattr(model.optimizer, "use_ema", False):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
 def _dump_json(data, path):
@@ -346,6 +356,7 @@ def fit_multi_worker(model, strategy, train_ds, validation_ds, epochs, callbacks
         if replica_model.stop_training:
             break
     callback_list.on_train_end()
+    use_moving_average(replica_model)
     model.set_weights(replica_model.get_weights())
 
 

@@ -21,8 +21,11 @@ def test_render_paints_the_digit_in_its_colour_on_its_side():
     digit[0, 6:22, 12:16] = 255  # a bar: a "one"
     grey = [np.full((60, 60, 3), 100, np.uint8)]
     for colour, position in ((0, 0), (2, 1)):
-        image = captioned_digits.render(digit, np.array([[1, colour, position]]), grey, [0], seed=0)[0].astype(int)
+        images, masks = captioned_digits.render(digit, np.array([[1, colour, position]]), grey, [0], seed=0)
+        image = images[0].astype(int)
         painted = np.abs(image - 100).sum(-1) > 60
+        assert masks.shape == (1, 32, 32) and masks.max() == 1.0
+        assert (masks[0][painted] > 0.2).all() and (image[masks[0] == 0] == 100).all()  # the mask is where the colour went
         columns = np.nonzero(painted.any(0))[0]
         assert (columns.mean() < 16) == (position == 0)
         rgb = image[painted].mean(0)

@@ -39,14 +39,17 @@ def test_training_captions_drop_attributes_and_validation_noise_is_fixed():
     forms = {c.decode() for c in many}
     assert forms == allowed  # every form appears among 400 draws, and nothing else
 
+    masks = np.zeros((6, 32, 32), np.float32)
+    masks[:, 10:20, 5:8] = 0.5
     split = captioned_digits.CaptionedSplit(np.full((6, 32, 32, 3), 200, np.uint8), np.array([[1, 0, 0]] * 6),
-                                            np.arange(6), np.zeros(6, int))
+                                            np.arange(6), np.zeros(6, int), masks)
     data = config.load(text_to_image.Config).data
     alphas = diffusion.cosine_alphas_cumprod()
-    pipeline = text_to_image.noising_pipeline(split, data, captioned_digits.tokenizer(), alphas, 32, 4, training=False)
+    pipeline = text_to_image.noising_pipeline(split, data, captioned_digits.tokenizer(), alphas, 32, 4, False, 9.0)
     first, second = list(pipeline), list(pipeline)
     np.testing.assert_array_equal(first[0][0]["noisy_images"], second[0][0]["noisy_images"])
-    inputs, v = first[0]
+    inputs, v, weights = first[0]
+    np.testing.assert_allclose(weights, 1 + 9.0 * masks[:4])  # the digit's pixels weigh 5.5, the rest 1
     table = diffusion.timestep_embedding(tf.range(1000), 32).numpy()
     steps = np.abs(inputs["timestep_embedding"].numpy()[:, None] - table[None]).sum(-1).argmin(-1)
     a = alphas[steps].reshape(-1, 1, 1, 1)

@@ -51,10 +51,12 @@ def tokenizer():
 
 
 def render(digits, attributes, photos, photo_ids, seed):
-    """uint8 [n, 32, 32, 3]: digit i (uint8 [28, 28]) in colour attributes[i, 1] at position
-    attributes[i, 2], on a random crop of photos[photo_ids[i]]."""
+    """-> (uint8 images [n, 32, 32, 3], float32 digit masks [n, 32, 32]): digit i (uint8 [28, 28]) in
+    colour attributes[i, 1] at position attributes[i, 2], on a random crop of photos[photo_ids[i]];
+    its mask is the alpha it was painted with (0 background, 1 the digit's full colour)."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(digits), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    masks = np.empty((len(digits), IMAGE_SIZE, IMAGE_SIZE), np.float32)
     glyphs = tf.image.resize(np.asarray(digits, "float32")[..., None], (DIGIT_SIZE, DIGIT_SIZE), antialias=True).numpy()
     colours = np.asarray(list(COLOURS.values()), "float32")
     for i, (glyph, (_, colour, position), photo_id) in enumerate(zip(glyphs, attributes, photo_ids)):
@@ -69,7 +71,8 @@ def render(digits, attributes, photos, photo_ids, seed):
         canvas[DIGIT_SIZE + y0 : DIGIT_SIZE + y0 + DIGIT_SIZE, DIGIT_SIZE + x0 : DIGIT_SIZE + x0 + DIGIT_SIZE] = glyph
         alpha = np.clip(canvas[DIGIT_SIZE:-DIGIT_SIZE, DIGIT_SIZE:-DIGIT_SIZE] / 255.0, 0, 1)
         out[i] = np.round(background * (1 - alpha) + colours[colour] * alpha).astype(np.uint8)
-    return out
+        masks[i] = alpha[..., 0]
+    return out, masks
 
 
 @dataclasses.dataclass
@@ -78,6 +81,7 @@ class CaptionedSplit:
     attributes: np.ndarray  # int [n, 3]: digit, colour, position
     digit_ids: np.ndarray  # the MNIST image behind each image
     photo_ids: np.ndarray  # the background photo behind each image
+    masks: np.ndarray  # float32 [n, 32, 32]: where the digit was painted (its alpha)
 
 
 def all_combinations():
@@ -118,6 +122,6 @@ def build_splits(digits, labels, photos, renders_per_digit, fractions, held_out,
             attributes[banned, 1] = (attributes[banned, 1] + 1) % len(COLOURS)  # moved to a kept combination
         if len(chosen) == 0 or photo_count < 1:
             raise UserError(f"The {name} split would be empty: {len(digits)} digits and {len(photos)} photos are too few.")
-        splits[name] = CaptionedSplit(render(digits[chosen], attributes, photos, photo_ids, seed + index), attributes,
-                                      chosen, photo_ids)
+        images, masks = render(digits[chosen], attributes, photos, photo_ids, seed + index)
+        splits[name] = CaptionedSplit(images, attributes, chosen, photo_ids, masks)
     return splits

@@ -109,8 +109,9 @@ def subject_images(data, splits, photos_of_test, rng):
     attributes = np.array([[data.subject_digit, colour, i % 2] for i in range(data.instance_images)])
     digits, photos = photos_of_test
     photo_ids = rng.choice(np.unique(test.photo_ids), data.instance_images)
-    return captions.render(np.repeat(digits[test.digit_ids[first]][None], data.instance_images, 0), attributes,
-                           photos, photo_ids, seed=data.seed), attributes
+    images, _ = captions.render(np.repeat(digits[test.digit_ids[first]][None], data.instance_images, 0), attributes,
+                                photos, photo_ids, seed=data.seed)
+    return images, attributes
 
 
 def load_base(model):
