@@ -43,6 +43,13 @@ def test_tiny_model_shapes_and_keras_round_trip(tmp_path):
     out = denoiser.predict(inputs, verbose=0)
     assert out.shape == (2, 32, 32, 3)
     assert text_encoder.output.shape[1:] == (captioned_digits.SEQUENCE_LENGTH, 32)
+    scales = [layer for layer in unet.layers if isinstance(layer, keras.layers.Dense) and not layer.kernel.numpy().any()]
+    assert len(scales) == 7  # one per block, zero at the start: each block's output is first left as it is
+    for layer in scales:
+        layer.kernel.assign(np.random.default_rng(1).normal(0, 0.5, layer.kernel.shape))
+    scaled = denoiser.predict(inputs, verbose=0)
+    assert np.abs(scaled - out).mean() > 1e-3  # the scales act
+    out = scaled
     denoiser.save(tmp_path / "denoiser.keras")
     reloaded = keras.models.load_model(tmp_path / "denoiser.keras")
     np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), out, atol=1e-6)

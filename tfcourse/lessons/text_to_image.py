@@ -18,7 +18,7 @@ digit's pixels weighted up in the loss (`noising_pipeline` says why). So the
 course's callbacks, resumable backups and strategies apply as to any other Keras model.
 
 Stable Diffusion itself (KerasCV, 860M-parameter UNet) runs the same sampler and edits: see
-tfcourse.models.stable_diffusion and the `stable-diffusion` lesson options in the README.
+tfcourse.models.stable_diffusion (its docstring shows sampling and DreamBooth on it) and the README.
 """
 
 import dataclasses
@@ -310,7 +310,9 @@ def run(config, run_dir):
         "data": data_summary,
         "model": {"size": config.model.size, "unet_parameters": unet.count_params(),
                   "text_encoder_parameters": text_encoder.count_params(), "space": "pixels (2 x 2 patches)",
-                  "schedule": "cosine, 1000 steps", "sampler": f"DDIM, {s.num_steps} steps, guidance {s.guidance}"},
+                  "schedule": "cosine, 1000 steps", "sampler": f"DDIM, {s.num_steps} steps, guidance {s.guidance}",
+                  "loss": f"v-prediction MSE, the digit's pixels weighted 1 + {t.digit_loss_weight} x alpha",
+                  "weights": f"EMA, momentum {t.ema_momentum}" if t.ema_momentum else "the trained weights"},
         "note": _honesty_note(data_summary, config),
         "distribution": train.describe_strategy(strategy, data.batch_size),
         "classifier_on_real_test_images": real,
@@ -423,6 +425,6 @@ def summary_markdown(report):
               f"{r['matches_input_caption']:.3f} |" for r in report["editing"]["img2img"]]
     m = report["model"]
     lines += ["", f"Model: {m['size']}, UNet {m['unet_parameters']:,} and text encoder {m['text_encoder_parameters']:,} "
-              f"parameters, {m['space']}, {m['schedule']}; {m['sampler']}.", "",
+              f"parameters, {m['space']}, {m['schedule']}; {m['loss']}; sampled with {m['weights']}: {m['sampler']}.", "",
               "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_seconds"].items()), ""]
     return "\n".join(lines)

@@ -178,7 +178,11 @@ def small_unet(config, sequence_length):
 
     As Imagen and SDXL do, the mean of the text encoding is added to the timestep embedding, so every
     ResBlock sees the caption: with the text in attention only, at 4 px, a 15-epoch model drew the
-    colour and side asked for every time but the digit at chance (0.10).
+    colour and side asked for every time but the digit at chance (0.10). Added alone, it still did
+    not learn the digit: on noised test images (t = 700 of 1000) its estimate of the clean image showed
+    the right digit as often with the caption as with an empty one (0.15 and 0.16 after 7 epochs),
+    while the caption lifted the colour from 0.65 to 0.94. So each block's output is also scaled by
+    the caption and step (as ADM's scale-shift norm does), which a colour needs less than a shape.
     """
     size = config.image_size
     noisy = keras.Input((size, size, 3), name="noisy_images")
@@ -188,9 +192,13 @@ def small_unet(config, sequence_length):
     t = keras.layers.Dense(4 * config.time_width, name="time_mlp_1")(t)
     pooled_text = keras.layers.GlobalAveragePooling1D(name="text_mean")(context)
     t = keras.layers.Add(name="time_and_text")([t, keras.layers.Dense(4 * config.time_width, name="text_mlp")(pooled_text)])
+    conditioning = keras.layers.Activation("swish", name="conditioning")(t)
 
     def block(x, channels, attend):
         x = ResBlock(channels)([x, t])
+        # KerasCV's ResBlock only adds the embedding; a scale (ADM's AdaGN, FiLM) lets it switch features on and off
+        scale = keras.layers.Dense(channels, kernel_initializer="zeros")(conditioning)  # starts as the identity
+        x = x * (1 + keras.layers.Reshape((1, 1, channels))(scale))
         return SpatialTransformer(config.heads, channels // config.heads)([x, context]) if attend else x
 
     x = Patches(name="to_patches")(noisy)
