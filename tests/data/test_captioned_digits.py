@@ -16,6 +16,15 @@ def test_captions_and_tokens():
     assert not tokens[1].any()  # the empty caption: all padding
 
 
+def test_every_caption_is_labelled_with_what_it_says():
+    texts, labels = captioned_digits.every_caption()
+    assert len(texts) == len(set(texts)) == 1 + 10 * 5 * 3  # each digit with colour or none, side or none; and ""
+    assert texts[0] == "" and [labels[name][0] for name in ("digit", "colour", "position")] == [10, 4, 2]
+    for text, digit, colour, position in zip(texts[1:], labels["digit"][1:], labels["colour"][1:], labels["position"][1:]):
+        assert text == captioned_digits.caption(digit, None if colour == 4 else colour, None if position == 2 else position)
+    assert "a red seven on the left" in texts and "a seven" in texts and "a seven on the right" in texts
+
+
 def test_render_paints_the_digit_in_its_colour_on_its_side():
     digit = np.zeros((1, 28, 28), np.uint8)
     digit[0, 6:22, 12:16] = 255  # a bar: a "one"

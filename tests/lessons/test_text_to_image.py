@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcourse import UserError, config
+from tfcourse import UserError, config, train
 from tfcourse.data import captioned_digits
 from tfcourse.lessons import text_to_image
 from tfcourse.models import diffusion
@@ -19,6 +19,7 @@ def test_smoke_run_reports_alignment_and_edits(tmp_path):
     assert report["data"]["split_sizes"] == {"train": 480, "validation": 30, "test": 30}
     assert len(report["data"]["held_out_combinations"]) == 2
     assert "synthetic glyphs" in report["note"] and "tiny" in report["note"]
+    assert set(report["text_encoder_accuracy"]) == {"digit", "colour", "position"}
     alignment = report["alignment"]
     assert alignment["test_captions"]["count"] == 16 and alignment["held_out_combinations"]["count"] == 4
     for result in (*alignment.values(), report["classifier_on_real_test_images"]):
@@ -57,6 +58,18 @@ def test_training_captions_drop_attributes_and_validation_noise_is_fixed():
     np.testing.assert_allclose(np.sqrt(a) * x_t - np.sqrt(1 - a) * v.numpy(), 200 / 127.5 - 1, atol=1e-5)  # the target is v
     assert 0.8 < np.std(np.sqrt(1 - a) * x_t + np.sqrt(a) * v.numpy()) < 1.2  # the noise it implies
     assert [len(b[1]) for b in first] == [4, 2]  # every validation image, none dropped
+
+
+def test_the_text_encoder_learns_every_caption_then_is_frozen(tmp_path):
+    tokenize = captioned_digits.tokenizer()
+    denoiser, unet, text_encoder = diffusion.build_small("tiny", len(tokenize.get_vocabulary()),
+                                                         captioned_digits.SEQUENCE_LENGTH)
+    history = text_to_image.pretrain_text_encoder(text_encoder, tokenize, 30, str(tmp_path / "stage"),
+                                                  train.get_strategy("default"))
+    assert min(history[f"{name}_accuracy"][-1] for name in ("digit", "colour", "position")) > 0.95
+    assert not text_encoder.trainable and len(denoiser.trainable_weights) == len(unet.trainable_weights)
+    pooled = text_encoder(tokenize(["a red seven", "a red two", "a blue seven"])).numpy().mean(1)
+    assert np.linalg.norm(pooled[0] - pooled[1]) > 0.5 * np.linalg.norm(pooled[0] - pooled[2])  # the digit is not drowned out
 
 
 class KnownClassifier:

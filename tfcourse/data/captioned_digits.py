@@ -43,6 +43,21 @@ def caption(digit, colour=None, position=None, identifier=False):
     return " ".join(words)
 
 
+def every_caption():
+    """-> (every caption a model is trained or prompted with, labels {"digit", "colour", "position"}):
+    each digit with or without a colour and a side, and the empty caption; an attribute left out
+    (or the empty caption's digit) is labelled with one past its last value, "not said"."""
+    texts, labels = [""], [[len(DIGITS), len(COLOURS), len(POSITIONS)]]
+    for digit in range(len(DIGITS)):
+        for colour in [*range(len(COLOURS)), None]:
+            for position in [*range(len(POSITIONS)), None]:
+                texts.append(caption(digit, colour, position))
+                labels.append([digit, len(COLOURS) if colour is None else colour,
+                               len(POSITIONS) if position is None else position])
+    labels = np.asarray(labels)
+    return texts, {name: labels[:, i] for i, name in enumerate(ATTRIBUTES)}
+
+
 def tokenizer():
     """Captions -> int token ids [B, SEQUENCE_LENGTH] (0 pads, 1 is an unknown word)."""
     return keras.layers.TextVectorization(standardize="lower_and_strip_punctuation", split="whitespace",

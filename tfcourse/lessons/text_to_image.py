@@ -78,11 +78,14 @@ class TrainConfig:
     digit_loss_weight: float = 9.0  # a pixel's loss weighs 1 + this x the digit's alpha there
     ema_momentum: float = 0.999  # sampling uses the exponential moving average of the weights
     classifier_epochs: int = 12
+    text_encoder_epochs: int = 40  # of every caption (151): the text encoder's pre-training
     early_stopping_patience: int = 6
 
     def validate(self):
-        if min(self.epochs, self.steps_per_epoch, self.classifier_epochs) < 1 or self.learning_rate <= 0:
-            raise UserError("train.epochs, steps_per_epoch and classifier_epochs must be >= 1, learning_rate > 0.")
+        if min(self.epochs, self.steps_per_epoch, self.classifier_epochs, self.text_encoder_epochs) < 1:
+            raise UserError("train.epochs, steps_per_epoch, classifier_epochs and text_encoder_epochs must be >= 1.")
+        if self.learning_rate <= 0:
+            raise UserError(f"train.learning_rate = {self.learning_rate}: it must be > 0.")
         if not 0 <= self.ema_momentum < 1:
             raise UserError(f"train.ema_momentum = {self.ema_momentum}: it must be in [0, 1).")
         if self.digit_loss_weight < 0:
@@ -116,7 +119,7 @@ class Config:
 SMOKE = {
     "data": {"digits": "synthetic", "backgrounds": "synthetic", "max_digits": 300, "held_out_combinations": 2},
     "model": {"size": "tiny"},
-    "train": {"epochs": 2, "steps_per_epoch": 10, "classifier_epochs": 2, "ema_momentum": 0.5},
+    "train": {"epochs": 2, "steps_per_epoch": 10, "classifier_epochs": 2, "text_encoder_epochs": 3, "ema_momentum": 0.5},
     "sample": {"num_steps": 8, "alignment_captions": 16, "held_out_samples": 2, "edits": 8,
                "strengths": (0.0, 0.5, 1.0)},
 }
@@ -191,6 +194,32 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
         return inputs, v, 1 + digit_loss_weight * masks
 
     return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ## The text encoder, pre-trained and frozen
+# Stable Diffusion's text encoder (CLIP's) comes pre-trained and stays frozen. Trained jointly with
+# the UNet from scratch, ours carried the colour about ten times more strongly than the digit (the
+# spread of its mean encoding over the ten digits 0.52, over the four colours 4.8, after 3 epochs),
+# and the UNet never learned which digit to draw. So it first learns to say what each caption asks
+# for, then stays frozen.
+
+
+def pretrain_text_encoder(text_encoder, tokenize, epochs, stage_dir, strategy):
+    """Trains `text_encoder` to tell, from its mean encoding, each caption's digit, colour and side (or
+    that the caption leaves them out), on every caption there is; then freezes it. -> history."""
+    texts, labels = captions.every_caption()
+    tokens = keras.Input(text_encoder.inputs[0].shape[1:], dtype="int32", name="tokens")
+    pooled = keras.layers.GlobalAveragePooling1D()(text_encoder(tokens))
+    heads = {name: keras.layers.Dense(int(labels[name].max()) + 1, activation="softmax", name=name)(pooled)
+             for name in captions.ATTRIBUTES}
+    model = keras.Model(tokens, heads, name="caption_reader")
+    model.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
+                  loss="sparse_categorical_crossentropy", metrics={name: "accuracy" for name in captions.ATTRIBUTES})
+    every = tf.data.Dataset.from_tensor_slices((tokenize(texts), labels))  # the whole caption language: no held-out text
+    history = train.fit_stage(model, every.shuffle(len(texts), seed=0).batch(32), every.batch(256), epochs, stage_dir,
+                              patience=epochs, strategy=strategy)
+    text_encoder.trainable = False
+    return history
 
 
 # ## The judge: a classifier of digit, colour and side
@@ -272,6 +301,8 @@ def run(config, run_dir):
     with timings("train_diffusion"), train.model_scope(strategy):
         denoiser, unet, text_encoder = diffusion.build_small(config.model.size, len(tokenize.get_vocabulary()),
                                                              captions.SEQUENCE_LENGTH)
+        histories["text_encoder"] = pretrain_text_encoder(text_encoder, tokenize, t.text_encoder_epochs,
+                                                          os.path.join(checkpoints, "text_encoder"), strategy)
         time_width = unet.inputs[1].shape[-1]
         pipelines = {name: noising_pipeline(splits[name], data, tokenize, alphas, time_width, batch_size,
                                             name == "train", t.digit_loss_weight) for name in ("train", "validation")}
@@ -316,6 +347,7 @@ def run(config, run_dir):
         "note": _honesty_note(data_summary, config),
         "distribution": train.describe_strategy(strategy, data.batch_size),
         "classifier_on_real_test_images": real,
+        "text_encoder_accuracy": {name: histories["text_encoder"][f"{name}_accuracy"][-1] for name in captions.ATTRIBUTES},
         "alignment": alignment,
         "editing": editing,
         "timings_seconds": dict(timings),
