@@ -196,6 +196,13 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
     return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def compile_attribute_heads(model, strategy):
+    """Adam, cross-entropy and accuracy per head, for a model with a softmax head per caption attribute
+    (the judge, and the text encoder's pre-training)."""
+    model.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
+                  loss="sparse_categorical_crossentropy", metrics={name: "accuracy" for name in captions.ATTRIBUTES})
+
+
 # ## The text encoder, pre-trained and frozen
 # Stable Diffusion's text encoder (CLIP's) comes pre-trained and stays frozen. Trained jointly with
 # the UNet from scratch, ours carried the colour about ten times more strongly than the digit (the
@@ -213,8 +220,7 @@ def pretrain_text_encoder(text_encoder, tokenize, epochs, stage_dir, strategy):
     heads = {name: keras.layers.Dense(int(labels[name].max()) + 1, activation="softmax", name=name)(pooled)
              for name in captions.ATTRIBUTES}
     model = keras.Model(tokens, heads, name="caption_reader")
-    model.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
-                  loss="sparse_categorical_crossentropy", metrics={name: "accuracy" for name in captions.ATTRIBUTES})
+    compile_attribute_heads(model, strategy)
     every = tf.data.Dataset.from_tensor_slices((tokenize(texts), labels))  # the whole caption language: no held-out text
     history = train.fit_stage(model, every.shuffle(len(texts), seed=0).batch(32), every.batch(256), epochs, stage_dir,
                               patience=epochs, strategy=strategy)
@@ -285,9 +291,7 @@ def run(config, run_dir):
     # 1. The judge.
     with timings("train_classifier"), train.model_scope(strategy):
         classifier = build_attribute_classifier(num_digits)
-        classifier.compile(optimizer=keras.optimizers.Adam(train.scaled_learning_rate(1e-3, strategy)),
-                           loss="sparse_categorical_crossentropy",
-                           metrics={name: "accuracy" for name in captions.ATTRIBUTES})
+        compile_attribute_heads(classifier, strategy)
         histories = {"classifier": train.fit_stage(
             classifier, classifier_pipeline(splits["train"], 128, True, data.seed),
             classifier_pipeline(splits["validation"], 256, False, data.seed), t.classifier_epochs,
