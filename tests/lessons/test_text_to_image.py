@@ -13,7 +13,7 @@ from tfcourse.models import diffusion
 def test_smoke_run_reports_alignment_and_edits(tmp_path):
     report = text_to_image.run(config.load(text_to_image.Config, base=text_to_image.SMOKE), str(tmp_path))
     assert json.load(open(tmp_path / "report.json"))["lesson"] == "text-to-image"
-    for name in ("samples.png", "editing.png", "img2img_strength.png", "training_curves.png", "summary.md",
+    for name in ("samples.png", "alignment.png", "editing.png", "img2img_strength.png", "training_curves.png", "summary.md",
                  "checkpoints/diffusion/final.weights.h5", "checkpoints/classifier/final.weights.h5"):
         assert (tmp_path / name).exists(), name
     assert report["data"]["split_sizes"] == {"train": 480, "validation": 30, "test": 30}
@@ -22,8 +22,14 @@ def test_smoke_run_reports_alignment_and_edits(tmp_path):
     assert set(report["text_encoder_accuracy"]) == {"digit", "colour", "position"}
     alignment = report["alignment"]
     assert alignment["test_captions"]["count"] == 16 and alignment["held_out_combinations"]["count"] == 4
-    for result in (*alignment.values(), report["classifier_on_real_test_images"]):
+    by_guidance = report["alignment_by_guidance"]
+    assert [r["guidance"] for r in by_guidance] == [1.0, 3.0, 7.5, 12.0]
+    assert by_guidance[2] == {"guidance": 7.5, **alignment["test_captions"]}  # the headline is the configured scale's
+    for result in (*alignment.values(), *by_guidance, report["classifier_on_real_test_images"]):
         assert 0 <= result["all_three"] <= min(result["digit"], result["colour"], result["position"]) <= 1
+    assert [r["timestep"] for r in report["caption_probe"]] == [300, 500, 700, 900]
+    for r in report["caption_probe"]:
+        assert 0 <= r["with_caption"] <= 1 and 0 <= r["with_empty_caption"] <= 1
     inpainting = report["editing"]["inpainting"]
     assert inpainting["max_abs_change_outside_mask"] == 0.0 and inpainting["mean_abs_change_inside_mask"] > 0.05
     sweep = report["editing"]["img2img"]

@@ -129,6 +129,8 @@ def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser(predi
     assert np.abs(painted[mask == 1].astype(int) - target[mask == 1]).max() <= 1
     with pytest.raises(UserError, match="strength = 1.5"):
         sampler.generate(prompts, seed=3, images=given, strength=1.5)
+    for t in (300, 900):  # the one-step estimate from the input noised to t is what the denoiser points to
+        assert np.abs(sampler.estimate_clean(given, prompts, t, seed=5).astype(int) - target).max() <= 1
 
 
 def test_ddim_timesteps_are_keras_cv_s():

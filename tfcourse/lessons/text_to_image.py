@@ -320,20 +320,25 @@ def run(config, run_dir):
     train.write_atomically(os.path.join(run_dir, MODEL_FILE), denoiser.save)  # what DreamBooth fine-tunes
     sampler = diffusion.pixel_sampler(unet, text_encoder, tokenize, alphas)
 
-    def draw(prompts, seed, **edit):
-        return generate(sampler, prompts, seed, s, **edit)
+    def draw(prompts, seed, **settings):
+        return generate(sampler, prompts, seed, s, **settings)
 
-    # 3. Does it draw what the caption says? Test captions (new digits, photos, seeds), and held-out combinations.
+    # 3. Does it draw what the caption says? Test captions (new digits, photos, seeds) at a sweep of
+    # guidance scales, and held-out combinations; and does the caption tell it the digit at all?
     with timings("alignment"):
         rng = np.random.default_rng(data.seed)
         asked = splits["test"].attributes[rng.permutation(len(splits["test"].attributes))[: s.alignment_captions]]
-        generated = draw([captions.caption(*a) for a in asked], seed=1)
-        alignment = {"test_captions": judge(classifier, generated, asked)}
+        drawn = {guidance: draw([captions.caption(*a) for a in asked], seed=1, guidance=guidance)
+                 for guidance in sorted({*GUIDANCE_SWEEP, s.guidance})}
+        by_guidance = {guidance: judge(classifier, images, asked) for guidance, images in drawn.items()}
+        generated = drawn[s.guidance]
+        alignment = {"test_captions": by_guidance[s.guidance]}
         if len(held_out):
             unseen = np.repeat(held_out, s.held_out_samples, axis=0)
             alignment["held_out_combinations"] = judge(classifier, draw([captions.caption(*a) for a in unseen], seed=2),
                                                        unseen)
-    print(f"Text alignment: {alignment}")
+        probe = caption_probe(sampler, classifier, splits["test"], s.alignment_captions)
+    print(f"Text alignment: {alignment}\nDigit right in one-step estimates (with / without the caption): {probe}")
 
     # 4. Editing: inpaint a new digit where the old one was; img2img towards a new digit and colour.
     with timings("editing"):
@@ -353,23 +358,42 @@ def run(config, run_dir):
         "classifier_on_real_test_images": real,
         "text_encoder_accuracy": {name: histories["text_encoder"][f"{name}_accuracy"][-1] for name in captions.ATTRIBUTES},
         "alignment": alignment,
+        "alignment_by_guidance": [{"guidance": g, **r} for g, r in by_guidance.items()],
+        "caption_probe": probe,
         "editing": editing,
         "timings_seconds": dict(timings),
     }
-    _plots(run_dir, histories, generated, asked, splits["test"], draw)
+    _plots(run_dir, histories, generated, asked, draw, report)
     runs.write_report(run_dir, report, summary_markdown(report))
     return report
 
 
-def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0):
-    """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those), by `s`'s sampler settings."""
+def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0, guidance=None):
+    """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those), by `s`'s sampler
+    settings (its guidance unless `guidance` is given)."""
     batches = []
     for i in range(0, len(prompts), 100):
         part = slice(i, i + 100)
-        batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps, guidance=s.guidance,
+        batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps,
+                                        guidance=s.guidance if guidance is None else guidance,
                                         images=None if images is None else images[part],
                                         mask=None if mask is None else mask[part], strength=strength))
     return np.concatenate(batches)
+
+
+GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0)  # and the configured guidance
+PROBE_STEPS = (300, 500, 700, 900)
+
+
+def caption_probe(sampler, classifier, test, count):
+    """Does the caption tell the model which digit to draw? Noise the first `count` test images to step
+    t and judge the denoiser's one-step estimate of the clean image, once told the caption and once the
+    empty caption. Where the noise has hidden the digit, only a model that reads the digit from the
+    caption finds it more often with it. -> per t, the share of estimates showing the right digit."""
+    images, attributes = test.images[:count], test.attributes[:count]
+    told = {"with_caption": [captions.caption(*a) for a in attributes], "with_empty_caption": [""] * len(images)}
+    return [{"timestep": t, **{name: judge(classifier, sampler.estimate_clean(images, prompts, t, seed=t), attributes)["digit"]
+                               for name, prompts in told.items()}} for t in PROBE_STEPS]
 
 
 def edit_images(test, classifier, draw, s, num_digits, run_dir):
@@ -414,7 +438,8 @@ def _honesty_note(data_summary, config):
     return " ".join(notes)
 
 
-def _plots(run_dir, histories, generated, asked, test, draw):
+def _plots(run_dir, histories, generated, asked, draw, report):
+    _plot_alignment(report["alignment_by_guidance"], report["caption_probe"], os.path.join(run_dir, "alignment.png"))
     viz.plot_training_curves({"classifier": (1, histories["classifier"]), "diffusion": (1, histories["diffusion"])},
                              os.path.join(run_dir, "training_curves.png"), "text-to-image: losses", metrics=("loss",))
     shown = asked[:8]
@@ -422,6 +447,29 @@ def _plots(run_dir, histories, generated, asked, test, draw):
     rows = {f"seed {seed}": draw(prompts, seed=seed) for seed in (10, 11, 12)}
     rows = {"first sample": generated[:8], **rows}
     viz.plot_image_rows(rows, prompts, os.path.join(run_dir, "samples.png"), "Generated from test captions")
+
+
+def _plot_alignment(by_guidance, probe, path):
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    scales = [r["guidance"] for r in by_guidance]
+    for name, label in (("digit", "digit"), ("colour", "colour"), ("position", "side"), ("all_three", "all three")):
+        left.plot(scales, [r[name] for r in by_guidance], "o-", label=label)
+    left.set_xlabel("classifier-free guidance scale")
+    left.set_ylabel("share of generated images as captioned")
+    left.set_title("Generated from test captions")
+    steps = [r["timestep"] for r in probe]
+    right.plot(steps, [r["with_caption"] for r in probe], "o-", label="told the caption")
+    right.plot(steps, [r["with_empty_caption"] for r in probe], "s--", label="told the empty caption")
+    right.set_xlabel("noise step t (of 1000)")
+    right.set_ylabel("one-step estimates showing the right digit")
+    right.set_title("Does the caption tell the model the digit?")
+    for ax in (left, right):
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    viz.save_figure(figure, path)
 
 
 def _plot_sweep(sweep, path):
@@ -453,6 +501,14 @@ def summary_markdown(report):
     for name, r in rows.items():
         lines.append(f"| {name} | {r['count']} | {r['digit']:.3f} | {r['colour']:.3f} | {r['position']:.3f} | "
                      f"{r['all_three']:.3f} |")
+    lines += ["", "Test captions by classifier-free guidance scale:", "",
+              "| guidance | digit | colour | side | all three |", "|---|---|---|---|---|"]
+    lines += [f"| {r['guidance']} | {r['digit']:.3f} | {r['colour']:.3f} | {r['position']:.3f} | {r['all_three']:.3f} |"
+              for r in report["alignment_by_guidance"]]
+    lines += ["", "Does the caption tell the model the digit? Test images noised to step t; the share of one-step "
+              "estimates of the clean image that show the right digit:", "",
+              "| t | told the caption | told the empty caption |", "|---|---|---|"]
+    lines += [f"| {r['timestep']} | {r['with_caption']:.3f} | {r['with_empty_caption']:.3f} |" for r in report["caption_probe"]]
     i = report["editing"]["inpainting"]
     lines += ["", f"Inpainting: max |change| outside the mask {i['max_abs_change_outside_mask']:.1e} (of 1), mean inside "
               f"{i['mean_abs_change_inside_mask']:.3f}.", "",

@@ -307,13 +307,7 @@ class Sampler:
             a_t = self.alphas_cumprod[t]
             a_prev = self.alphas_cumprod[steps[index - 1]] if index else 1.0
             out = self._guided(x, tf.constant(t, tf.int32), context, empty, tf.constant(guidance, tf.float32))
-            if self.prediction == "v":
-                pred_x0, eps = math.sqrt(a_t) * x - math.sqrt(1 - a_t) * out, math.sqrt(1 - a_t) * x + math.sqrt(a_t) * out
-            else:
-                eps, pred_x0 = out, (x - math.sqrt(1 - a_t) * out) / math.sqrt(a_t)
-            if self.clip_x0:
-                pred_x0 = tf.clip_by_value(pred_x0, -1.0, 1.0)
-                eps = (x - math.sqrt(a_t) * pred_x0) / math.sqrt(1 - a_t)
+            pred_x0, eps = self._x0_and_noise(x, out, a_t)
             x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * eps
             if latent_mask is not None:
                 x = latent_mask * x + (1 - latent_mask) * (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * noise)
@@ -322,6 +316,27 @@ class Sampler:
             keep = np.asarray(mask, "float32")[..., None] < 0.5
             out = np.where(keep, np.asarray(images, np.uint8), out)
         return out
+
+    def estimate_clean(self, images, prompts, timestep, seed):
+        """The denoiser's one-step estimate of the clean images (uint8) from `images` noised to
+        `timestep`, told `prompts` (no guidance): what it believes is under the noise at that level."""
+        x0 = self.encode_images(images)
+        x = add_noise(x0, tf.random.stateless_normal(tf.shape(x0), seed=[seed, 0]), [timestep] * len(prompts),
+                      self.alphas_cumprod)
+        context = self.encode_text(list(prompts))
+        out = self._guided(x, tf.constant(timestep, tf.int32), context, context, tf.constant(1.0))
+        return self._to_uint8(self.decode(self._x0_and_noise(x, out, self.alphas_cumprod[timestep])[0]))
+
+    def _x0_and_noise(self, x, out, a_t):
+        """(estimated x0, noise) of x_t and the UNet's prediction `out` at cumulative alpha `a_t`."""
+        if self.prediction == "v":
+            pred_x0, eps = math.sqrt(a_t) * x - math.sqrt(1 - a_t) * out, math.sqrt(1 - a_t) * x + math.sqrt(a_t) * out
+        else:
+            eps, pred_x0 = out, (x - math.sqrt(1 - a_t) * out) / math.sqrt(a_t)
+        if self.clip_x0:
+            pred_x0 = tf.clip_by_value(pred_x0, -1.0, 1.0)
+            eps = (x - math.sqrt(a_t) * pred_x0) / math.sqrt(1 - a_t)
+        return pred_x0, eps
 
     @staticmethod
     def _resize_mask(mask, size):
