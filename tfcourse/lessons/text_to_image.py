@@ -381,7 +381,7 @@ def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0, gu
     return np.concatenate(batches)
 
 
-GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0)  # and the configured guidance
+GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0, 20.0)  # and the configured guidance
 PROBE_STEPS = (300, 500, 700, 900)
 
 
