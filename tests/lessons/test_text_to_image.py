@@ -24,7 +24,7 @@ def test_smoke_run_reports_alignment_and_edits(tmp_path):
     assert alignment["test_captions"]["count"] == 16 and alignment["held_out_combinations"]["count"] == 4
     by_guidance = report["alignment_by_guidance"]
     assert [r["guidance"] for r in by_guidance] == [1.0, 3.0, 7.5, 12.0, 20.0]
-    assert by_guidance[2] == {"guidance": 7.5, **alignment["test_captions"]}  # the headline is the configured scale's
+    assert by_guidance[3] == {"guidance": 12.0, **alignment["test_captions"]}  # the headline is the configured scale's
     for result in (*alignment.values(), *by_guidance, report["classifier_on_real_test_images"]):
         assert 0 <= result["all_three"] <= min(result["digit"], result["colour"], result["position"]) <= 1
     assert [r["timestep"] for r in report["caption_probe"]] == [300, 500, 700, 900]
