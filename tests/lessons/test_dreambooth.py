@@ -33,11 +33,16 @@ def test_batches_mix_instance_and_weighted_class_images():
     tokenize = captioned_digits.tokenizer()
     vocabulary = tokenize.get_vocabulary()
     alphas = diffusion.cosine_alphas_cumprod()
-    inputs, v, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5)))
-    words = [" ".join(vocabulary[i] for i in row if i) for row in inputs["tokens"].numpy()]
-    assert words == ["a sks seven"] * 4 + ["a seven"] * 4
-    np.testing.assert_array_equal(weights.numpy().reshape(-1), [1.0] * 4 + [0.5] * 4)
-    assert weights.shape == (8, 1, 1) and v.shape == (8, 32, 32, 3)
+    batches = list(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5).take(50))
+    expected = ["a sks seven"] * 4 + ["a seven"] * 4
+    emptied = 0
+    for inputs, v, weights in batches:
+        words = [" ".join(vocabulary[i] for i in row if i) for row in inputs["tokens"].numpy()]
+        assert all(w in (e, "") for w, e in zip(words, expected)), words  # each caption kept, or emptied
+        emptied += words.count("")
+        np.testing.assert_array_equal(weights.numpy().reshape(-1), [1.0] * 4 + [0.5] * 4)
+        assert weights.shape == (8, 1, 1) and v.shape == (8, 32, 32, 3)
+    assert 0.05 < emptied / 400 < 0.15  # dreambooth.CAPTION_DROPOUT of them, as in the base model's training
     inputs, _, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.0)))
     assert weights.numpy().reshape(-1).tolist() == [1.0] * 8 and inputs["tokens"].shape == (8, 8)
 

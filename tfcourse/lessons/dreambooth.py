@@ -36,6 +36,7 @@ from tfcourse.models import diffusion
 from tfcourse.models.backbones import build_backbone
 
 ARMS = ("with_prior", "without_prior")
+CAPTION_DROPOUT = 0.1
 
 # ## Configuration
 
@@ -152,10 +153,15 @@ def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, tim
     mix = diffusion.dreambooth_mix(prompted(instance["images"], f"a {captions.IDENTIFIER} {subject_class}"),
                                    prompted(class_images, f"a {subject_class}"), batch_size, prior_weight, data_seed)
 
+    empty = tokenize([""])
+
     def noised(index, batch):
         images, tokens, weights = batch
-        inputs, v = diffusion.training_batch(images, tokens, alphas, time_width,
-                                             tf.stack([tf.cast(index, tf.int32), data_seed]))
+        seed = tf.stack([tf.cast(index, tf.int32), data_seed])
+        # As in the base model's training, 10 % of captions are emptied, so the empty-caption prediction
+        # that guidance subtracts moves with the captioned one
+        dropped = tf.random.stateless_uniform([tf.shape(tokens)[0], 1], seed=seed + [0, 3]) < CAPTION_DROPOUT
+        inputs, v = diffusion.training_batch(images, tf.where(dropped, empty, tokens), alphas, time_width, seed)
         return inputs, v, weights
 
     return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
