@@ -2,7 +2,7 @@
 Title: DreamBooth: teach a text-to-image model one subject, and measure what it forgot
 Description: Fine-tune a trained text-to-image model on 4 images of one subject, bound to a rare
 identifier ("a sks seven"), with and without class prior preservation (images the model itself
-drew for "a seven", weighted by prior_loss_weight). Measure subject fidelity (embedding similarity
+drew for the class in every colour and side, weighted by prior_loss_weight). Measure subject fidelity (embedding similarity
 of "a sks seven" samples to the subject's images, and the share drawn in the subject's colour)
 and prior drift (a classifier's accuracy on plain class prompts), before and after, for both arms.
 
@@ -14,7 +14,7 @@ The subject is one real handwritten digit (one MNIST image, never seen in traini
 colour, on 4 photo crops at either side. DreamBooth's recipe (Ruiz et al. 2023):
 - the instance prompt is "a [identifier] [class]"; the identifier is a token the model has never
   been trained on, so it carries no meaning that fine-tuning has to overwrite;
-- prior preservation: the model draws images for the bare class prompt before fine-tuning, and
+- prior preservation: the model draws images of the class ("a red seven on the left", ...) before fine-tuning, and
   trains on them beside the instance images, so "a seven" keeps meaning any seven, not this one;
 - the UNet is fine-tuned, the text encoder optionally (`train.text_encoder`).
 
@@ -51,7 +51,7 @@ class DataConfig:
     subject_digit: int = 7
     subject_colour: typing.Literal[tuple(captions.COLOURS)] = "red"
     instance_images: int = 4
-    class_images: int = 100  # drawn by the model itself for the class prompt, before fine-tuning
+    class_images: int = 100  # drawn by the model itself for the class in every colour and side, before fine-tuning
     seed: int = 42
 
     def validate(self):
@@ -147,11 +147,10 @@ def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, tim
     prior preservation) "a [class]" class images weighted `prior_weight`."""
     subject_class = captions.DIGITS[instance["digit"]]
 
-    def prompted(images, prompt):
-        return images, tokenize([prompt] * len(images)).numpy()
-
-    mix = diffusion.dreambooth_mix(prompted(instance["images"], f"a {captions.IDENTIFIER} {subject_class}"),
-                                   prompted(class_images, f"a {subject_class}"), batch_size, prior_weight, data_seed)
+    instance_prompts = [f"a {captions.IDENTIFIER} {subject_class}"] * len(instance["images"])
+    mix = diffusion.dreambooth_mix((instance["images"], tokenize(instance_prompts).numpy()),
+                                   (class_images, tokenize(class_prompts(instance["digit"], len(class_images))).numpy()),
+                                   batch_size, prior_weight, data_seed)
 
     empty = tokenize([""])
 
@@ -285,11 +284,19 @@ def load_subject_sources(data):
     return splits, (digits, photos)
 
 
+def class_prompts(digit, count):
+    """The prompts of the class images: the class in every colour and side ("a red seven on the
+    left", ...). The bare class prompt "a seven" is about 1 in 18 of the base model's training
+    captions, and its samples were saturated collages; trained on as the prior, they turned "a seven"
+    into collages too (digit right 0.000 after fine-tuning)."""
+    return [captions.caption(digit, i % len(captions.COLOURS), (i // len(captions.COLOURS)) % 2) for i in range(count)]
+
+
 def cached_class_images(sampler, data, s, path):
     """The model's own images for the class prompt, drawn before fine-tuning (kept for a resumed run)."""
     if os.path.isfile(path):
         return np.load(path)
-    images = text_to_image.generate(sampler, [captions.caption(data.subject_digit)] * data.class_images, 7, s)
+    images = text_to_image.generate(sampler, class_prompts(data.subject_digit, data.class_images), 7, s)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     train.write_atomically(path, lambda tmp: np.save(tmp, images))
     return images
