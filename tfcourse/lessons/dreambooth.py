@@ -2,8 +2,8 @@
 Title: DreamBooth: teach a text-to-image model one subject, and measure what it forgot
 Description: Fine-tune a trained text-to-image model on 4 images of one subject, bound to a rare
 identifier ("a sks seven"), with and without class prior preservation (images the model itself
-drew for the class in every colour and side, weighted by prior_loss_weight). Measure subject fidelity (embedding similarity
-of "a sks seven" samples to the subject's images, and the share drawn in the subject's colour)
+drew for the class in every colour and side, weighted by prior_loss_weight). Measure subject
+fidelity (embedding similarity of "a sks seven" samples to the subject's images, and the share drawn in the subject's colour)
 and prior drift (a classifier's accuracy on plain class prompts), before and after, for both arms.
 
     tfcourse run dreambooth --set model.base_run=saved_models/text-to-image   # the small model
@@ -14,8 +14,9 @@ The subject is one real handwritten digit (one MNIST image, never seen in traini
 colour, on 4 photo crops at either side. DreamBooth's recipe (Ruiz et al. 2023):
 - the instance prompt is "a [identifier] [class]"; the identifier is a token the model has never
   been trained on, so it carries no meaning that fine-tuning has to overwrite;
-- prior preservation: the model draws images of the class ("a red seven on the left", ...) before fine-tuning, and
-  trains on them beside the instance images, so "a seven" keeps meaning any seven, not this one;
+- prior preservation: the model draws images of the class ("a red seven on the left", ...) before
+  fine-tuning, and trains on them beside the instance images, so "a seven" keeps meaning any seven,
+  not this one;
 - the UNet is fine-tuned, the text encoder optionally (`train.text_encoder`).
 
 The run reloads the text-to-image run's denoiser and judge (`.keras`, Keras safe mode).
@@ -36,7 +37,7 @@ from tfcourse.models import diffusion
 from tfcourse.models.backbones import build_backbone
 
 ARMS = ("with_prior", "without_prior")
-CAPTION_DROPOUT = 0.1
+CAPTION_DROPOUT = text_to_image.DataConfig.caption_dropout  # as the base model was trained
 
 # ## Configuration
 
@@ -144,7 +145,7 @@ def subject_embedder(source):
 
 def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
     """Endless batches ({inputs}, v, sample weight): "a sks [class]" instance images, and (with
-    prior preservation) "a [class]" class images weighted `prior_weight`."""
+    prior preservation) class images under their `class_prompts`, weighted `prior_weight`."""
     subject_class = captions.DIGITS[instance["digit"]]
 
     instance_prompts = [f"a {captions.IDENTIFIER} {subject_class}"] * len(instance["images"])
@@ -157,7 +158,7 @@ def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, tim
     def noised(index, batch):
         images, tokens, weights = batch
         seed = tf.stack([tf.cast(index, tf.int32), data_seed])
-        # As in the base model's training, 10 % of captions are emptied, so the empty-caption prediction
+        # As in the base model's training, some captions are emptied, so the empty-caption prediction
         # that guidance subtracts moves with the captioned one
         dropped = tf.random.stateless_uniform([tf.shape(tokens)[0], 1], seed=seed + [0, 3]) < CAPTION_DROPOUT
         inputs, v = diffusion.training_batch(images, tf.where(dropped, empty, tokens), alphas, time_width, seed)
@@ -293,7 +294,7 @@ def class_prompts(digit, count):
 
 
 def cached_class_images(sampler, data, s, path):
-    """The model's own images for the class prompt, drawn before fine-tuning (kept for a resumed run)."""
+    """The model's own images for `class_prompts`, drawn before fine-tuning (kept for a resumed run)."""
     if os.path.isfile(path):
         return np.load(path)
     images = text_to_image.generate(sampler, class_prompts(data.subject_digit, data.class_images), 7, s)
