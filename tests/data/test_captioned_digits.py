@@ -58,3 +58,25 @@ def test_splits_keep_digits_and_photos_apart_and_hold_combinations_out():
     assert set(np.unique(train[:, 1])) == {0, 1, 2, 3} and set(np.unique(train[:, 2])) == {0, 1}
     with pytest.raises(UserError, match="held_out_combinations = 11"):
         captioned_digits.held_out_combinations(11, seed=0)
+
+
+def test_a_64_px_render_is_the_32_px_layout_at_twice_the_resolution():
+    digits, labels, _ = mnist_m.synthetic_digits(6, num_classes=4, seed=0)
+    photos = mnist_m.synthetic_photos(3, seed=0)
+    attributes = np.array([[labels[i], i % 4, i % 2] for i in range(6)])
+    small, small_masks = captioned_digits.render(digits, attributes, photos, [0, 1, 2, 0, 1, 2], seed=5)
+    large, large_masks = captioned_digits.render(digits, attributes, photos, [0, 1, 2, 0, 1, 2], seed=5, size=64)
+    assert large.shape == (6, 64, 64, 3) and large_masks.shape == (6, 64, 64)
+    split = captioned_digits.CaptionedSplit(large, attributes, np.arange(6), np.zeros(6, int), large_masks)
+    shrunk = split.downsampled(32)
+    assert shrunk.images.shape == small.shape and shrunk.images.dtype == np.uint8
+    np.testing.assert_array_equal(shrunk.attributes, attributes)
+    # the same crops, digit places and colours: shrunk back, the two differ only by resampling
+    assert np.abs(shrunk.images.astype(int) - small.astype(int)).mean() < 12
+    assert np.abs(shrunk.masks - small_masks).mean() < 0.05
+    columns = np.arange(64)
+    for mask, (_, _, side) in zip(large_masks, attributes):
+        centre = (mask.sum(0) * columns).sum() / mask.sum()
+        assert (centre < 32) == (side == 0)
+    with pytest.raises(UserError, match="image size 48"):
+        captioned_digits.render(digits, attributes, photos, [0] * 6, seed=5, size=48)

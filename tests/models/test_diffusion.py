@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import keras
@@ -91,12 +92,14 @@ class OracleUNet:
         self.target, self.alphas, self.prediction = tf.constant(target), alphas, prediction
 
     def __call__(self, inputs):
-        x, embedding, _ = inputs
+        x, embedding = inputs[:2]
+        return self.pointing_to(tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1]), x, embedding)
+
+    def pointing_to(self, x0, x, embedding):
         half = TIME_WIDTH // 2
         lowest = math.exp(-math.log(10000) * (half - 1) / half)
         t = tf.cast(tf.round(tf.asin(embedding[:, -1]) / lowest), tf.int32)
         a = tf.reshape(tf.gather(tf.constant(self.alphas), t), (-1, 1, 1, 1))
-        x0 = tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1])
         noise = (x - tf.sqrt(a) * x0) / tf.sqrt(1 - a)
         return noise if self.prediction == "epsilon" else tf.sqrt(a) * noise - tf.sqrt(1 - a) * x0
 
@@ -136,3 +139,73 @@ def test_ddim_text_to_image_img2img_and_inpainting_with_an_oracle_denoiser(predi
 def test_ddim_timesteps_are_keras_cv_s():
     sampler = oracle_sampler(np.zeros((1, 8, 8, 3), np.uint8))
     np.testing.assert_array_equal(sampler.timesteps(50)[[0, 1, -1]], [0, 20, 999])
+
+
+class LowResOracle(OracleUNet):
+    """A stand-in super-resolution denoiser: it points to the image it is given as its low-res input."""
+
+    def __init__(self, alphas, prediction="v"):
+        self.alphas, self.prediction = alphas, prediction
+
+    def __call__(self, inputs):
+        x, embedding, _, low_res, _ = inputs
+        return self.pointing_to(low_res, x, embedding)
+
+
+def pixel_stand_in(unet, x_shape, prediction="v"):
+    alphas = diffusion.cosine_alphas_cumprod()
+    return diffusion.Sampler(unet, lambda prompts: tf.zeros((len(prompts), 8, 4)), alphas, TIME_WIDTH,
+                             encode_images=diffusion.to_unit_range, decode=lambda x: x, clip_x0=True, x_shape=x_shape,
+                             prediction=prediction)
+
+
+def test_ddpm_and_ddim_follow_a_conditioned_denoiser_batch_by_batch():
+    rng = np.random.default_rng(0)
+    low_res = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    sampler = pixel_stand_in(LowResOracle(diffusion.cosine_alphas_cumprod()), (8, 8, 3))
+    condition = [diffusion.to_unit_range(low_res).numpy(), np.zeros((3, TIME_WIDTH), "float32")]
+    for scheduler in diffusion.SCHEDULERS:  # each image follows its own condition, in batches of 2
+        out = sampler.generate(["a seven"] * 3, seed=1, num_steps=10, scheduler=scheduler, condition=condition, batch_size=2)
+        assert np.abs(out.astype(int) - low_res).max() <= 1, scheduler
+
+    blind = pixel_stand_in(lambda inputs: tf.zeros_like(inputs[0]), (8, 8, 3))  # v = 0: the result is the noise's
+    prompts = ["a seven", "a two", "a six"]
+    ddim = blind.generate(prompts, seed=1, num_steps=10, batch_size=2)
+    ddpm = blind.generate(prompts, seed=1, num_steps=10, scheduler="ddpm", batch_size=2)
+    np.testing.assert_array_equal(ddpm, blind.generate(prompts, seed=1, num_steps=10, scheduler="ddpm", batch_size=2))
+    assert np.abs(ddpm.astype(int) - ddim).mean() > 5  # fresh noise at every step
+    assert np.abs(ddpm.astype(int) - blind.generate(prompts, seed=2, num_steps=10, scheduler="ddpm")).mean() > 5
+    np.testing.assert_array_equal(ddim[2:], blind.generate(prompts[2:], seed=3, num_steps=10))  # batch i: seed + i
+    with pytest.raises(UserError, match="scheduler = 'euler'"):
+        blind.generate(prompts, seed=1, scheduler="euler")
+
+
+def test_a_super_resolution_unet_takes_the_noise_augmented_low_res_image(tmp_path):
+    config = dataclasses.replace(diffusion.SMALL_SIZES["tiny"], image_size=64, patch_size=4)
+    tokenize = captioned_digits.tokenizer()
+    unet = diffusion.small_unet(config, captioned_digits.SEQUENCE_LENGTH, low_res=True)
+    denoiser = diffusion.denoiser_model(unet, diffusion.small_text_encoder(len(tokenize.get_vocabulary()),
+                                                                           captioned_digits.SEQUENCE_LENGTH, config))
+    assert set(denoiser.input) == {"noisy_images", "timestep_embedding", "tokens", "low_res", "augmentation_embedding"}
+    assert unet.get_layer("to_patches").output.shape[1:] == (16, 16, 6 * 16)  # 4 x 4 patches of image and low-res input
+
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    alphas = diffusion.cosine_alphas_cumprod()
+    augmented = diffusion.noise_augmented(low, 64, tf.constant([0, 999]), alphas, TIME_WIDTH, seed=[1, 2])
+    upsampled = tf.image.resize(diffusion.to_unit_range(low), (64, 64)).numpy()
+    assert np.abs(augmented["low_res"][0] - upsampled[0]).max() < 0.05  # level 0: the bilinear upsampling
+    assert abs(np.corrcoef(augmented["low_res"][1].numpy().ravel(), upsampled[1].ravel())[0, 1]) < 0.05  # 999: noise
+    np.testing.assert_allclose(augmented["augmentation_embedding"],
+                               diffusion.timestep_embedding(tf.constant([0, 999]), TIME_WIDTH), atol=1e-6)
+
+    inputs = {"noisy_images": rng.normal(size=(2, 64, 64, 3)).astype("float32"),
+              "timestep_embedding": diffusion.timestep_embedding(tf.constant([3, 700]), TIME_WIDTH).numpy(),
+              "tokens": tokenize(["a red seven on the left", ""]).numpy(), **{k: v.numpy() for k, v in augmented.items()}}
+    out = denoiser.predict(inputs, verbose=0)
+    assert out.shape == (2, 64, 64, 3)
+    other = denoiser.predict({**inputs, "low_res": inputs["low_res"][::-1]}, verbose=0)
+    assert np.abs(other - out).mean() > 1e-4  # the low-res image reaches the prediction
+    denoiser.save(tmp_path / "super_resolution.keras")
+    reloaded = keras.models.load_model(tmp_path / "super_resolution.keras")
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), out, atol=1e-5)

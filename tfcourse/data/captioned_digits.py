@@ -4,7 +4,8 @@
 
 Each image is a 32 x 32 crop of a BSDS500 photo (a random square of 35-70 % of the photo's short
 side, resized, so backgrounds are real but not busy) with one digit painted in a saturated colour
-(alpha = the digit's grey level) at 20 px, its centre in the left or right third. Three attributes,
+(alpha = the digit's grey level) at 20 px, its centre in the left or right third; or the same at
+64 px (or any multiple of 32), for a cascade's final resolution. Three attributes,
 so a classifier can check a generated image against its caption: digit (10), colour (4), position (2).
 
 Splits keep their digits (MNIST images) and their photos apart, so a test image shares neither
@@ -65,38 +66,59 @@ def tokenizer():
                                              vocabulary=list(VOCABULARY))
 
 
-def render(digits, attributes, photos, photo_ids, seed):
-    """-> (uint8 images [n, 32, 32, 3], float32 digit masks [n, 32, 32]): digit i (uint8 [28, 28]) in
-    colour attributes[i, 1] at position attributes[i, 2], on a random crop of photos[photo_ids[i]];
-    its mask is the alpha it was painted with (0 background, 1 the digit's full colour)."""
+def render(digits, attributes, photos, photo_ids, seed, size=IMAGE_SIZE):
+    """-> (uint8 images [n, size, size, 3], float32 digit masks [n, size, size]): digit i (uint8
+    [28, 28]) in colour attributes[i, 1] at position attributes[i, 2], on a random crop of
+    photos[photo_ids[i]]; its mask is the alpha it was painted with (0 background, 1 the digit's
+    full colour). `size` is a multiple of 32: the same layout (the digit 20/32 of the image) at a
+    higher resolution, with the same random draws as at 32."""
+    if size % IMAGE_SIZE:
+        raise UserError(f"image size {size}: it must be a multiple of {IMAGE_SIZE}.")
+    scale = size // IMAGE_SIZE
+    digit_size = DIGIT_SIZE * scale
     rng = np.random.default_rng(seed)
-    out = np.empty((len(digits), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    masks = np.empty((len(digits), IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    glyphs = tf.image.resize(np.asarray(digits, "float32")[..., None], (DIGIT_SIZE, DIGIT_SIZE), antialias=True).numpy()
+    out = np.empty((len(digits), size, size, 3), np.uint8)
+    masks = np.empty((len(digits), size, size), np.float32)
+    glyphs = tf.image.resize(np.asarray(digits, "float32")[..., None], (digit_size, digit_size), antialias=True).numpy()
     colours = np.asarray(list(COLOURS.values()), "float32")
     for i, (glyph, (_, colour, position), photo_id) in enumerate(zip(glyphs, attributes, photo_ids)):
         photo = photos[photo_id]
         side = int(min(photo.shape[:2]) * rng.uniform(0.35, 0.7))
         top, left = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
-        background = image_utils.resize_image(photo[top : top + side, left : left + side], IMAGE_SIZE).numpy()
+        background = image_utils.resize_image(photo[top : top + side, left : left + side], size).numpy()
         centre_x = (IMAGE_SIZE // 3 - 1 if position == 0 else IMAGE_SIZE - IMAGE_SIZE // 3) + rng.integers(-1, 2)
         centre_y = IMAGE_SIZE // 2 + rng.integers(-3, 4)
-        x0, y0 = centre_x - DIGIT_SIZE // 2, centre_y - DIGIT_SIZE // 2
-        canvas = np.zeros((IMAGE_SIZE + 2 * DIGIT_SIZE, IMAGE_SIZE + 2 * DIGIT_SIZE, 1), "float32")
-        canvas[DIGIT_SIZE + y0 : DIGIT_SIZE + y0 + DIGIT_SIZE, DIGIT_SIZE + x0 : DIGIT_SIZE + x0 + DIGIT_SIZE] = glyph
-        alpha = np.clip(canvas[DIGIT_SIZE:-DIGIT_SIZE, DIGIT_SIZE:-DIGIT_SIZE] / 255.0, 0, 1)
+        x0, y0 = scale * centre_x - digit_size // 2, scale * centre_y - digit_size // 2
+        canvas = np.zeros((size + 2 * digit_size, size + 2 * digit_size, 1), "float32")
+        canvas[digit_size + y0 : digit_size + y0 + digit_size, digit_size + x0 : digit_size + x0 + digit_size] = glyph
+        alpha = np.clip(canvas[digit_size:-digit_size, digit_size:-digit_size] / 255.0, 0, 1)
         out[i] = np.round(background * (1 - alpha) + colours[colour] * alpha).astype(np.uint8)
         masks[i] = alpha[..., 0]
     return out, masks
 
 
+def estimated_masks(images, colours):
+    """Where a digit in colour index colours[i] seems painted in images[i] (uint8), for images this
+    module did not draw, such as a model's samples: 1 at the colour, falling linearly to 0 at 128
+    RGB levels from it (the photos behind rarely come that close to the saturated colours)."""
+    painted = np.asarray(list(COLOURS.values()), "float32")[np.asarray(colours)][:, None, None]
+    return np.clip(1 - np.linalg.norm(np.asarray(images, "float32") - painted, axis=-1) / 128, 0, 1)
+
+
 @dataclasses.dataclass
 class CaptionedSplit:
-    images: np.ndarray  # uint8 [n, 32, 32, 3]
+    images: np.ndarray  # uint8 [n, size, size, 3]
     attributes: np.ndarray  # int [n, 3]: digit, colour, position
     digit_ids: np.ndarray  # the MNIST image behind each image
     photo_ids: np.ndarray  # the background photo behind each image
-    masks: np.ndarray  # float32 [n, 32, 32]: where the digit was painted (its alpha)
+    masks: np.ndarray  # float32 [n, size, size]: where the digit was painted (its alpha)
+
+    def downsampled(self, size):
+        """The same split at `size` px (area averaging): what a cascade's base stage trains on."""
+        def shrink(x):
+            return tf.image.resize(x, (size, size), method="area").numpy()
+        return dataclasses.replace(self, images=np.round(shrink(self.images.astype("float32"))).astype(np.uint8),
+                                   masks=shrink(self.masks[..., None])[..., 0])
 
 
 def all_combinations():
@@ -114,8 +136,8 @@ def held_out_combinations(count, seed):
     return np.stack([digits, rng.integers(0, len(COLOURS), count), rng.integers(0, len(POSITIONS), count)], -1)
 
 
-def build_splits(digits, labels, photos, renders_per_digit, fractions, held_out, seed):
-    """-> {"train", "validation", "test"}: CaptionedSplit, digits and photos disjoint across splits.
+def build_splits(digits, labels, photos, renders_per_digit, fractions, held_out, seed, size=IMAGE_SIZE):
+    """-> {"train", "validation", "test"}: CaptionedSplit at `size` px, digits and photos disjoint across splits.
 
     Attributes are drawn at random per render; the `held_out` combinations never appear in train.
     """
@@ -137,6 +159,6 @@ def build_splits(digits, labels, photos, renders_per_digit, fractions, held_out,
             attributes[banned, 1] = (attributes[banned, 1] + 1) % len(COLOURS)  # moved to a kept combination
         if len(chosen) == 0 or photo_count < 1:
             raise UserError(f"The {name} split would be empty: {len(digits)} digits and {len(photos)} photos are too few.")
-        images, masks = render(digits[chosen], attributes, photos, photo_ids, seed + index)
+        images, masks = render(digits[chosen], attributes, photos, photo_ids, seed + index, size)
         splits[name] = CaptionedSplit(images, attributes, chosen, photo_ids, masks)
     return splits

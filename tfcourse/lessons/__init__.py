@@ -55,6 +55,10 @@ LESSONS = {
         "dreambooth",
         "DreamBooth on the text-to-image model: one subject behind a rare token, with vs without prior preservation.",
     ),
+    "cascaded-diffusion": (
+        "cascaded_diffusion",
+        "DeepFloyd IF in miniature: a 32 px base and a x2 super-resolution diffusion stage; FID vs one stage, noise augmentation.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",

@@ -140,14 +140,14 @@ def load_sources(data):
     return digits, labels, photos, skipped
 
 
-def load_splits(data, sources):
-    """`load_sources(data)` -> ({split: CaptionedSplit}, held-out combinations, summary)."""
+def load_splits(data, sources, size=captions.IMAGE_SIZE):
+    """`load_sources(data)` -> ({split: CaptionedSplit at `size` px}, held-out combinations, summary)."""
     digits, labels, photos, skipped = sources
     held_out = captions.held_out_combinations(data.held_out_combinations, data.seed)
     fractions = {"train": 1 - data.validation_fraction - data.test_fraction, "validation": data.validation_fraction,
                  "test": data.test_fraction}
     splits = captions.build_splits(digits, labels, photos, {"train": data.renders_per_digit, "validation": 1, "test": 1},
-                                   fractions, held_out, data.seed)
+                                   fractions, held_out, data.seed, size)
     summary = {"digits": data.digits, "backgrounds": data.backgrounds,
                "synthetic": "synthetic" in (data.digits, data.backgrounds), "num_digits": len(digits),
                "num_photos": len(photos), "num_skipped": len(skipped), "skipped": skipped,
@@ -170,10 +170,14 @@ def caption_strings(attributes, attribute_dropout, caption_dropout, seed):
     return tf.where(empty, "", text)
 
 
-def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_size, training, digit_loss_weight):
+def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_size, training, digit_loss_weight,
+                     super_resolution=None):
     """Batches of ({"noisy_images", "timestep_embedding", "tokens"}, v, pixel weights): a fresh step
     and fresh noise per image, every epoch, for training; fixed ones (by position) for validation, so
     its loss compares across epochs.
+
+    `super_resolution` = (low-res size, highest augmentation level): also the image shrunk to that
+    size (area averaging) and, as the stage sees it, `diffusion.noise_augmented` to a random level.
 
     The digit's pixels weigh 1 + `digit_loss_weight` x its alpha in the loss. Its strokes are about 9 %
     of the pixels; with every pixel alike the photo behind it dominates the loss, and a 24-epoch model
@@ -191,6 +195,12 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
         else:
             text = caption_strings(attributes, 0.0, 0.0, seed)
         inputs, v = diffusion.training_batch(images, tokenize(text), alphas_cumprod, time_width, seed)
+        if super_resolution:
+            size, highest_level = super_resolution
+            low_res = tf.round(tf.image.resize(tf.cast(images, tf.float32), (size, size), method="area"))
+            levels = tf.random.stateless_uniform([tf.shape(images)[0]], seed + [0, 5], maxval=highest_level + 1, dtype=tf.int32)
+            inputs.update(diffusion.noise_augmented(low_res, tf.shape(images)[1], levels, alphas_cumprod, time_width,
+                                                    seed + [0, 6]))
         return inputs, v, 1 + digit_loss_weight * masks
 
     return ds.map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -233,10 +243,11 @@ def pretrain_text_encoder(text_encoder, tokenize, epochs, stage_dir, strategy):
 # for what it can confirm of generated ones.
 
 
-def build_attribute_classifier(num_digits):
+def build_attribute_classifier(num_digits, image_size=captions.IMAGE_SIZE):
     """A small CNN with three softmax heads. Flatten, not global pooling, keeps where the digit is;
-    shifts of up to 2 px in training leave the side unchanged."""
-    images = keras.Input((captions.IMAGE_SIZE, captions.IMAGE_SIZE, 3), dtype="uint8", name="images")
+    shifts of up to 2 px (at 32 px) in training leave the side unchanged. Its 128 "features" are what
+    the cascaded-diffusion lesson's FID compares."""
+    images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(keras.ops.cast(images, "float32"))
     x = keras.layers.RandomTranslation(2 / captions.IMAGE_SIZE, 2 / captions.IMAGE_SIZE, fill_mode="nearest")(x)
     for filters in (32, 64, 128):
@@ -260,12 +271,34 @@ def classifier_pipeline(split, batch_size, training, seed):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def train_judge(splits, num_digits, t, seed, stage_dir, strategy):
+    """-> (the judge trained on the real training images at their size, history)."""
+    with train.model_scope(strategy):
+        classifier = build_attribute_classifier(num_digits, splits["train"].images.shape[1])
+        compile_attribute_heads(classifier, strategy)
+        history = train.fit_stage(classifier, classifier_pipeline(splits["train"], 128, True, seed),
+                                  classifier_pipeline(splits["validation"], 256, False, seed), t.classifier_epochs,
+                                  stage_dir, t.early_stopping_patience, strategy)
+    return classifier, history
+
+
 def judge(classifier, images, attributes):
     """Per attribute, and all three at once: the share of images the classifier sees as asked."""
     predicted = classifier.predict(images, batch_size=256, verbose=0)
     right = np.stack([predicted[name].argmax(-1) == attributes[:, i] for i, name in enumerate(captions.ATTRIBUTES)], -1)
     return {**{name: float(right[:, i].mean()) for i, name in enumerate(captions.ATTRIBUTES)},
             "all_three": float(right.all(-1).mean()), "count": len(images)}
+
+
+def train_denoiser(denoiser, pipelines, t, epochs, stage_dir, strategy):
+    """AdamW at `t.learning_rate` for `epochs` x `t.steps_per_epoch` steps (in the strategy's scope),
+    sampled with the EMA of the weights. -> history."""
+    # The EMA lives in the optimizer's state (so in every backup); fit_stage puts it into the model at the end.
+    denoiser.compile(optimizer=keras.optimizers.AdamW(train.scaled_learning_rate(t.learning_rate, strategy),
+                                                      use_ema=t.ema_momentum > 0, ema_momentum=t.ema_momentum),
+                     loss="mse")
+    return train.fit_stage(denoiser, pipelines["train"].take(t.steps_per_epoch), pipelines["validation"], epochs,
+                           stage_dir, t.early_stopping_patience, strategy)
 
 
 # ## The lesson
@@ -289,13 +322,10 @@ def run(config, run_dir):
           f"{data_summary['held_out_combinations']}, {data_summary['num_skipped']} photo(s) skipped.")
 
     # 1. The judge.
-    with timings("train_classifier"), train.model_scope(strategy):
-        classifier = build_attribute_classifier(num_digits)
-        compile_attribute_heads(classifier, strategy)
-        histories = {"classifier": train.fit_stage(
-            classifier, classifier_pipeline(splits["train"], 128, True, data.seed),
-            classifier_pipeline(splits["validation"], 256, False, data.seed), t.classifier_epochs,
-            os.path.join(checkpoints, "classifier"), t.early_stopping_patience, strategy)}
+    with timings("train_classifier"):
+        classifier, classifier_history = train_judge(splits, num_digits, t, data.seed,
+                                                     os.path.join(checkpoints, "classifier"), strategy)
+        histories = {"classifier": classifier_history}
     train.write_atomically(os.path.join(run_dir, JUDGE_FILE), classifier.save)
     real = judge(classifier, splits["test"].images, splits["test"].attributes)
     print(f"Classifier on real test images: {real}")
@@ -310,13 +340,8 @@ def run(config, run_dir):
         time_width = unet.inputs[1].shape[-1]
         pipelines = {name: noising_pipeline(splits[name], data, tokenize, alphas, time_width, batch_size,
                                             name == "train", t.digit_loss_weight) for name in ("train", "validation")}
-        # The EMA lives in the optimizer's state (so in every backup); fit_stage puts it into the model at the end.
-        denoiser.compile(optimizer=keras.optimizers.AdamW(train.scaled_learning_rate(t.learning_rate, strategy),
-                                                          use_ema=t.ema_momentum > 0, ema_momentum=t.ema_momentum),
-                         loss="mse")
-        histories["diffusion"] = train.fit_stage(
-            denoiser, pipelines["train"].take(t.steps_per_epoch), pipelines["validation"], t.epochs,
-            os.path.join(checkpoints, "diffusion"), t.early_stopping_patience, strategy)
+        histories["diffusion"] = train_denoiser(denoiser, pipelines, t, t.epochs, os.path.join(checkpoints, "diffusion"),
+                                                strategy)
     train.write_atomically(os.path.join(run_dir, MODEL_FILE), denoiser.save)  # what DreamBooth fine-tunes
     sampler = diffusion.pixel_sampler(unet, text_encoder, tokenize, alphas)
 
@@ -353,7 +378,7 @@ def run(config, run_dir):
                   "schedule": "cosine, 1000 steps", "sampler": f"DDIM, {s.num_steps} steps, guidance {s.guidance}",
                   "loss": f"v-prediction MSE, the digit's pixels weighted 1 + {t.digit_loss_weight} x alpha",
                   "weights": f"EMA, momentum {t.ema_momentum}" if t.ema_momentum else "the trained weights"},
-        "note": _honesty_note(data_summary, config),
+        "note": honesty_note(data_summary, config),
         "distribution": train.describe_strategy(strategy, data.batch_size),
         "classifier_on_real_test_images": real,
         "text_encoder_accuracy": {name: histories["text_encoder"][f"{name}_accuracy"][-1] for name in captions.ATTRIBUTES},
@@ -369,16 +394,10 @@ def run(config, run_dir):
 
 
 def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0, guidance=None):
-    """Images for `prompts`, 100 at a time (with `images`/`mask`: edits of those), by `s`'s sampler
-    settings (its guidance unless `guidance` is given)."""
-    batches = []
-    for i in range(0, len(prompts), 100):
-        part = slice(i, i + 100)
-        batches.append(sampler.generate(prompts[part], seed=seed + i, num_steps=s.num_steps,
-                                        guidance=s.guidance if guidance is None else guidance,
-                                        images=None if images is None else images[part],
-                                        mask=None if mask is None else mask[part], strength=strength))
-    return np.concatenate(batches)
+    """Images for `prompts` (with `images`/`mask`: edits of those), by `s`'s sampler settings (its
+    guidance unless `guidance` is given)."""
+    return sampler.generate(prompts, seed=seed, num_steps=s.num_steps, guidance=s.guidance if guidance is None else guidance,
+                            images=images, mask=mask, strength=strength)
 
 
 GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0, 20.0)  # and the configured guidance
@@ -428,7 +447,7 @@ def edit_images(test, classifier, draw, s, num_digits, run_dir):
     return {"inpainting": inpainting, "img2img": [{k: v for k, v in r.items() if k != "images"} for r in sweep]}
 
 
-def _honesty_note(data_summary, config):
+def honesty_note(data_summary, config):
     notes = []
     if data_summary["synthetic"]:
         notes.append("The data is synthetic glyphs on generated textures, not digits on photos: the figures show the "

@@ -95,27 +95,45 @@ def noised(x0, alphas_cumprod, time_width, seed, prediction="epsilon"):
 def training_batch(images, tokens, alphas_cumprod, time_width, seed):
     """What the small denoiser trains on: (uint8 images [B, S, S, 3], tokens) -> ({"noisy_images",
     "timestep_embedding", "tokens"}, the velocity v)."""
-    x_t, time, v = noised(tf.cast(images, tf.float32) / 127.5 - 1, alphas_cumprod, time_width, seed, prediction="v")
+    x_t, time, v = noised(to_unit_range(images), alphas_cumprod, time_width, seed, prediction="v")
     return {"noisy_images": x_t, "timestep_embedding": time, "tokens": tokens}, v
 
 
+def to_unit_range(images):
+    """uint8 images -> float32 in [-1, 1], the small models' pixel space."""
+    return tf.cast(images, tf.float32) / 127.5 - 1
+
+
+def noise_augmented(low_res, size, levels, alphas_cumprod, time_width, seed):
+    """A super-resolution stage's conditioning, as DeepFloyd IF makes it: the low-resolution images
+    (uint8 [B, s, s, 3]) upsampled (bilinear) to `size` and noised to step `levels` [B] (0: a little
+    noise, a_0 ~ 1) -> {"low_res", "augmentation_embedding"}. Trained on random levels, the stage
+    learns not to trust its input's every pixel, so the base stage's flaws are not copied upward."""
+    upsampled = tf.image.resize(to_unit_range(low_res), (size, size), method="bilinear")
+    levels = tf.cast(levels, tf.int32)
+    noise = tf.random.stateless_normal(tf.shape(upsampled), seed=seed)
+    return {"low_res": add_noise(upsampled, noise, levels, alphas_cumprod),
+            "augmentation_embedding": timestep_embedding(levels, time_width)}
+
+
 def dreambooth_mix(instance, classes, batch_size, prior_loss_weight, seed):
-    """DreamBooth's batches, endless: (x, tokens, weight [B, 1, 1]). `instance` and `classes` are
-    (x [n, ...], tokens [n, L]) of the subject's images with the instance prompt and of the model's
-    own class images with the class prompt. With prior preservation half of each batch is class
-    images weighted `prior_loss_weight`; without (weight 0) every example is an instance image."""
-    def stream(pair, weight, count, stream_seed):
-        ds = tf.data.Dataset.from_tensor_slices(pair).shuffle(len(pair[0]), seed=stream_seed).repeat()
-        return ds.map(lambda x, tokens: (x, tokens, tf.constant(weight, tf.float32))).batch(count)
+    """DreamBooth's batches, endless: (x, tokens, *extra, weight [B, 1, 1]). `instance` and `classes`
+    are (x [n, ...], tokens [n, L], *extra per example) of the subject's images with the instance
+    prompt and of the model's own class images with the class prompt. With prior preservation half
+    of each batch is class images weighted `prior_loss_weight`; without (weight 0) every example is
+    an instance image."""
+    def stream(parts, weight, count, stream_seed):
+        ds = tf.data.Dataset.from_tensor_slices(tuple(parts)).shuffle(len(parts[0]), seed=stream_seed).repeat()
+        return ds.map(lambda *item: (*item, tf.constant(weight, tf.float32))).batch(count)
 
     half = batch_size // 2 if prior_loss_weight else batch_size
     streams = [stream(instance, 1.0, half, seed)]
     if prior_loss_weight:
         streams.append(stream(classes, prior_loss_weight, batch_size - half, seed + 1))
 
-    def joined(*parts):
-        x, tokens, weight = (tf.concat([p[i] for p in parts], 0) for i in range(3))
-        return x, tokens, tf.reshape(weight, (-1, 1, 1))  # per example, over its pixels
+    def joined(*batches):
+        *parts, weight = (tf.concat([b[i] for b in batches], 0) for i in range(len(instance) + 1))
+        return (*parts, tf.reshape(weight, (-1, 1, 1)))  # per example, over its pixels
 
     return tf.data.Dataset.zip(tuple(streams)).map(joined)
 
@@ -126,7 +144,8 @@ def dreambooth_mix(instance, classes, batch_size, prior_loss_weight, seed):
 @dataclasses.dataclass(frozen=True)
 class SmallConfig:
     image_size: int = 32
-    channels: tuple = (64, 96, 128)  # per UNet level, at 16, 8 and 4 px (multiples of 32: GroupNorm's groups)
+    patch_size: int = 2  # the UNet runs at image_size / patch_size
+    channels: tuple = (64, 96, 128)  # per UNet level, at 16, 8 and 4 px at 32 / 2 (multiples of 32: GroupNorm's groups)
     attention: tuple = (False, True, True)  # a SpatialTransformer (self- and cross-attention) per level
     heads: int = 4
     text_width: int = 128
@@ -142,17 +161,17 @@ SMALL_SIZES = {
 
 @keras.saving.register_keras_serializable("tfcourse")
 class Patches(keras.layers.Layer):
-    """2 x 2 pixel patches as channels (space-to-depth), or back (`inverse`): the UNet works on patches."""
+    """size x size pixel patches as channels (space-to-depth), or back (`inverse`): the UNet works on patches."""
 
-    def __init__(self, inverse=False, **kwargs):
+    def __init__(self, inverse=False, size=2, **kwargs):
         super().__init__(**kwargs)
-        self.inverse = inverse
+        self.inverse, self.size = inverse, size
 
     def call(self, x):
-        return tf.nn.depth_to_space(x, 2) if self.inverse else tf.nn.space_to_depth(x, 2)
+        return tf.nn.depth_to_space(x, self.size) if self.inverse else tf.nn.space_to_depth(x, self.size)
 
     def get_config(self):
-        return {**super().get_config(), "inverse": self.inverse}
+        return {**super().get_config(), "inverse": self.inverse, "size": self.size}
 
 
 def small_text_encoder(vocabulary_size, sequence_length, config):
@@ -165,8 +184,11 @@ def small_text_encoder(vocabulary_size, sequence_length, config):
     return keras.Model(tokens, keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x), name="text_encoder")
 
 
-def small_unet(config, sequence_length):
-    """(noisy images [B, S, S, 3], timestep embedding [B, time_width], context [B, L, text_width]) -> v.
+def small_unet(config, sequence_length, low_res=False):
+    """(noisy images [B, S, S, 3], timestep embedding [B, time_width], context [B, L, text_width]) -> v;
+    with `low_res` (a super-resolution stage) also the noise-augmented upsampled low-resolution image
+    [B, S, S, 3], joined to the noisy image as channels, and its augmentation level's embedding
+    [B, time_width], added to the timestep's (as DeepFloyd IF's stage II takes them).
 
     It predicts the velocity v, not the noise: near pure noise, an error in predicted noise is
     multiplied by 1 / sqrt(a_t) in the image it implies (about 30x at t = 980 of the cosine schedule),
@@ -190,6 +212,12 @@ def small_unet(config, sequence_length):
     context = keras.Input((sequence_length, config.text_width), name="context")
     t = keras.layers.Dense(4 * config.time_width, activation="swish", name="time_mlp_0")(time)
     t = keras.layers.Dense(4 * config.time_width, name="time_mlp_1")(t)
+    inputs = [noisy, time, context]
+    if low_res:
+        inputs += [keras.Input((size, size, 3), name="low_res"), keras.Input((config.time_width,), name="augmentation_embedding")]
+        level = keras.layers.Dense(4 * config.time_width, activation="swish", name="augmentation_mlp_0")(inputs[4])
+        t = keras.layers.Add(name="time_and_augmentation")([t, keras.layers.Dense(4 * config.time_width,
+                                                                                   name="augmentation_mlp_1")(level)])
     pooled_text = keras.layers.GlobalAveragePooling1D(name="text_mean")(context)
     t = keras.layers.Add(name="time_and_text")([t, keras.layers.Dense(4 * config.time_width, name="text_mlp")(pooled_text)])
     conditioning = keras.layers.Activation("swish", name="conditioning")(t)
@@ -201,7 +229,8 @@ def small_unet(config, sequence_length):
         x = x * (1 + keras.layers.Reshape((1, 1, channels))(scale))
         return SpatialTransformer(config.heads, channels // config.heads)([x, context]) if attend else x
 
-    x = Patches(name="to_patches")(noisy)
+    x = keras.layers.Concatenate(name="with_low_res")([noisy, inputs[3]]) if low_res else noisy
+    x = Patches(size=config.patch_size, name="to_patches")(x)
     x = PaddedConv2D(config.channels[0], 3, padding=1)(x)
     skips = [x]
     last = len(config.channels) - 1
@@ -219,31 +248,42 @@ def small_unet(config, sequence_length):
         if level:
             x = Upsample(config.channels[level])(x)
     x = keras.layers.GroupNormalization(epsilon=1e-5)(x)
-    x = PaddedConv2D(12, 3, padding=1)(keras.layers.Activation("swish")(x))
-    noise = Patches(inverse=True, name="from_patches")(x)
-    return keras.Model([noisy, time, context], noise, name="unet")
+    x = PaddedConv2D(3 * config.patch_size**2, 3, padding=1)(keras.layers.Activation("swish")(x))
+    noise = Patches(inverse=True, size=config.patch_size, name="from_patches")(x)
+    return keras.Model(inputs, noise, name="unet")
 
 
 def denoiser_model(unet, text_encoder):
-    """The model `fit` trains: {"noisy_images", "timestep_embedding", "tokens"} -> predicted noise."""
-    noisy = keras.Input(unet.inputs[0].shape[1:], name="noisy_images")
-    time = keras.Input(unet.inputs[1].shape[1:], name="timestep_embedding")
-    tokens = keras.Input(text_encoder.inputs[0].shape[1:], dtype="int32", name="tokens")
-    return keras.Model({"noisy_images": noisy, "timestep_embedding": time, "tokens": tokens},
-                       unet([noisy, time, text_encoder(tokens)]), name="denoiser")
+    """The model `fit` trains: the UNet's inputs by name, with "tokens" (through `text_encoder`) in place
+    of "context" ({"noisy_images", "timestep_embedding", "tokens"}, and a super-resolution stage's
+    "low_res" and "augmentation_embedding") -> v."""
+    inputs, call = {}, []
+    for spec in unet.inputs:
+        name = spec.name if spec.name != "context" else "tokens"
+        source = text_encoder.inputs[0] if name == "tokens" else spec
+        inputs[name] = keras.Input(source.shape[1:], dtype=source.dtype, name=name)
+        call.append(text_encoder(inputs[name]) if name == "tokens" else inputs[name])
+    return keras.Model(inputs, unet(call), name="denoiser")
 
 
 def build_small(size, vocabulary_size, sequence_length):
     """-> (denoiser, unet, text encoder) of SMALL_SIZES[size]."""
-    if size not in SMALL_SIZES:
-        raise UserError(f"model.size = {size!r}: choose one of {sorted(SMALL_SIZES)}.")
-    config = SMALL_SIZES[size]
+    config = small_config(size)
     text_encoder = small_text_encoder(vocabulary_size, sequence_length, config)
     unet = small_unet(config, sequence_length)
     return denoiser_model(unet, text_encoder), unet, text_encoder
 
 
+def small_config(size):
+    if size not in SMALL_SIZES:
+        raise UserError(f"model.size = {size!r}: choose one of {sorted(SMALL_SIZES)}.")
+    return SMALL_SIZES[size]
+
+
 # ## Sampling and editing
+
+
+SCHEDULERS = {"ddim": 0.0, "ddpm": 1.0}  # eta: the share of DDPM's posterior noise added back at each step
 
 
 class Sampler:
@@ -264,9 +304,10 @@ class Sampler:
         self.x_shape, self.prediction = tuple(x_shape), prediction
         self._guided = tf.function(self._guided_prediction, reduce_retracing=True, jit_compile=jit_compile)
 
-    def _guided_prediction(self, x, timestep, context, empty_context, guidance):
+    def _guided_prediction(self, x, timestep, context, empty_context, guidance, condition):
+        doubled = [tf.concat([c, c], 0) for c in condition]  # a super-resolution stage's low-res input, for both halves
         both = self.unet([tf.concat([x, x], 0), timestep_embedding(tf.fill([2 * tf.shape(x)[0]], timestep), self.time_width),
-                          tf.concat([context, empty_context], 0)])
+                          tf.concat([context, empty_context], 0), *doubled])
         with_text, without = tf.split(tf.cast(both, tf.float32), 2)  # float32 sampling, also under mixed precision
         return without + guidance * (with_text - without)
 
@@ -275,8 +316,9 @@ class Sampler:
         total = len(self.alphas_cumprod)
         return np.round(np.arange(num_steps) * (total - 1) / max(num_steps - 1, 1)).astype(int)
 
-    def generate(self, prompts, seed, num_steps=50, guidance=3.0, images=None, strength=1.0, mask=None):
-        """uint8 [B, H, W, 3] images for `prompts`.
+    def generate(self, prompts, seed, num_steps=50, guidance=3.0, images=None, strength=1.0, mask=None,
+                 scheduler="ddim", condition=None, batch_size=100):
+        """uint8 [B, H, W, 3] images for `prompts`, `batch_size` at a time (batch i from seed + i).
 
         - text-to-image: no `images`;
         - img2img: `images` and `strength` in [0, 1]: the last round(strength * num_steps) steps are run
@@ -287,10 +329,25 @@ class Sampler:
           put back outside it.
 
         The same `seed` gives the same noise, so the three differ only in what the input imposes.
+
+        `scheduler`: "ddim" (deterministic, eta = 0) or "ddpm" (ancestral: fresh noise at every step,
+        eta = 1, DDPM's posterior variance on the strided steps). `condition`: further UNet inputs
+        per image (a super-resolution stage's `noise_augmented` low-res image, in the UNet's order).
         """
         if not 0.0 <= strength <= 1.0:
             raise UserError(f"strength = {strength}: it must lie in [0, 1].")
-        prompts = list(prompts)
+        if scheduler not in SCHEDULERS:
+            raise UserError(f"scheduler = {scheduler!r}: choose one of {list(SCHEDULERS)}.")
+        prompts, condition = list(prompts), [np.asarray(c) for c in (condition or [])]
+        parts = []
+        for i in range(0, len(prompts), batch_size):
+            part = slice(i, i + batch_size)
+            parts.append(self._generate(prompts[part], seed + i, num_steps, guidance, None if images is None else images[part],
+                                        strength, None if mask is None else mask[part], SCHEDULERS[scheduler],
+                                        [tf.constant(c[part]) for c in condition]))
+        return np.concatenate(parts)
+
+    def _generate(self, prompts, seed, num_steps, guidance, images, strength, mask, eta, condition):
         context = self.encode_text(prompts)
         empty = self.encode_text([""] * len(prompts))
         x0 = None if images is None else self.encode_images(images)
@@ -306,9 +363,12 @@ class Sampler:
             t = steps[index]
             a_t = self.alphas_cumprod[t]
             a_prev = self.alphas_cumprod[steps[index - 1]] if index else 1.0
-            out = self._guided(x, tf.constant(t, tf.int32), context, empty, tf.constant(guidance, tf.float32))
+            out = self._guided(x, tf.constant(t, tf.int32), context, empty, tf.constant(guidance, tf.float32), condition)
             pred_x0, eps = self._x0_and_noise(x, out, a_t)
-            x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * eps
+            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+            x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev - sigma**2) * eps
+            if sigma:
+                x += sigma * tf.random.stateless_normal(shape, seed=[seed, 1 + index])
             if latent_mask is not None:
                 x = latent_mask * x + (1 - latent_mask) * (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * noise)
         out = self._to_uint8(self.decode(x))
