@@ -17,7 +17,7 @@ def test_smoke_run_measures_both_arms_against_the_base(tmp_path):
     assert report["subject"]["instance_prompt"] == "a sks two" and report["subject"]["class_prompt"] == "a two"
     assert report["subject"]["instance_images"] == 4 and report["subject"]["class_images"] == 8
     assert "random" in report["note"]
-    assert list(report["results"]) == ["before", "with_prior", "without_prior"]
+    assert list(report["results"]) == ["before", "with_prior", "with_real_prior", "without_prior"]
     for result in report["results"].values():
         assert -1 <= result["subject_similarity"] <= 1
         assert 0 <= result["identifier_in_subject_colour"] <= 1 and 0 <= result["class_prompt_digit_accuracy"] <= 1
@@ -28,25 +28,48 @@ def test_smoke_run_measures_both_arms_against_the_base(tmp_path):
 
 
 def test_batches_mix_instance_and_weighted_class_images():
-    instance = {"images": np.full((4, 32, 32, 3), 10, np.uint8), "digit": 7}
+    masks = np.zeros((4, 32, 32), np.float32)
+    masks[:, 8:24, 4:8] = 1.0
+    instance = {"images": np.full((4, 32, 32, 3), 10, np.uint8), "masks": masks, "digit": 7}
     class_images = np.full((6, 32, 32, 3), 200, np.uint8)
+    class_images[:, 8:24, 20:24] = list(captioned_digits.COLOURS.values())[0]  # a red stroke: only image 0 and 4 ask red
+    attributes = dreambooth.class_attributes(7, 6)
+    classes = {"images": class_images, "attributes": attributes,
+               "masks": captioned_digits.estimated_masks(class_images, attributes[:, 1])}
     tokenize = captioned_digits.tokenizer()
     vocabulary = tokenize.get_vocabulary()
     alphas = diffusion.cosine_alphas_cumprod()
-    batches = list(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.5).take(50))
+    batches = list(dreambooth.dreambooth_pipeline(instance, classes, 1, tokenize, alphas, 32, 8, 0.5).take(50))
     class_prompts = dreambooth.class_prompts(7, 6)
     assert class_prompts[:2] == ["a red seven on the left", "a green seven on the left"] and len(set(class_prompts)) == 6
-    emptied = 0
+    np.testing.assert_array_equal(attributes[:, 1], [0, 1, 2, 3, 0, 1])
+    emptied, bare = 0, 0
+    digit_weight = 1 + dreambooth.DIGIT_LOSS_WEIGHT
     for inputs, v, weights in batches:
         words = [" ".join(vocabulary[i] for i in row if i) for row in inputs["tokens"].numpy()]
         assert all(w in ("a sks seven", "") for w in words[:4]), words  # each caption kept, or emptied
-        assert all(w in (*class_prompts, "") for w in words[4:]), words
+        assert all(w in (*class_prompts, "a seven", "") for w in words[4:]), words  # also the bare class prompt
         emptied += words.count("")
-        np.testing.assert_array_equal(weights.numpy().reshape(-1), [1.0] * 4 + [0.5] * 4)
-        assert weights.shape == (8, 1, 1) and v.shape == (8, 32, 32, 3)
+        bare += words.count("a seven")
+        assert weights.shape == (8, 32, 32) and v.shape == (8, 32, 32, 3)
+        weights = weights.numpy()
+        # instance images: 1 + DIGIT_LOSS_WEIGHT on their digit's mask; class images: times prior_loss_weight 0.5
+        np.testing.assert_allclose(weights[:4], np.broadcast_to(1 + dreambooth.DIGIT_LOSS_WEIGHT * masks[0], (4, 32, 32)))
+        assert set(np.unique(weights[4:]).round(4)) <= {0.5, round(0.5 * digit_weight, 4)}
     assert 0.05 < emptied / 400 < 0.15  # dreambooth.CAPTION_DROPOUT of them, as in the base model's training
-    inputs, _, weights = next(iter(dreambooth.dreambooth_pipeline(instance, class_images, 1, tokenize, alphas, 32, 8, 0.0)))
-    assert weights.numpy().reshape(-1).tolist() == [1.0] * 8 and inputs["tokens"].shape == (8, 8)
+    assert 0.3 < bare / 200 < 0.6  # each class image under its own caption or under "a seven"
+    inputs, _, weights = next(iter(dreambooth.dreambooth_pipeline(instance, classes, 1, tokenize, alphas, 32, 8, 0.0)))
+    assert weights.numpy()[:, 0, 0].tolist() == [1.0] * 8 and inputs["tokens"].shape == (8, 8)
+
+
+def test_class_image_masks_are_estimated_from_the_colour_asked():
+    images = np.full((2, 32, 32, 3), 100, np.uint8)
+    red = list(captioned_digits.COLOURS.values())[0]
+    images[:, 5:10, 5:7] = red
+    masks = captioned_digits.estimated_masks(images, [0, 2])  # the first asked red, the second blue
+    assert masks.shape == (2, 32, 32)
+    assert masks[0, 5:10, 5:7].min() == 1.0 and masks[0, 20:, 20:].max() == 0.0
+    assert masks[1].max() == 0.0  # red strokes are not a blue digit
 
 
 def test_a_base_run_without_its_models_is_refused(tmp_path):

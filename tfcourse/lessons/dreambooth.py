@@ -1,10 +1,11 @@
 """
 Title: DreamBooth: teach a text-to-image model one subject, and measure what it forgot
 Description: Fine-tune a trained text-to-image model on 4 images of one subject, bound to a rare
-identifier ("a sks seven"), with and without class prior preservation (images the model itself
-drew for the class in every colour and side, weighted by prior_loss_weight). Measure subject
-fidelity (embedding similarity of "a sks seven" samples to the subject's images, and the share drawn in the subject's colour)
-and prior drift (a classifier's accuracy on plain class prompts), before and after, for both arms.
+identifier ("a sks seven"), in three arms: class prior preservation on images the model itself drew
+for the class in every colour and side (the paper's recipe), prior preservation on real images of
+the class (from the base model's training set), and no prior. Measure subject fidelity (embedding
+similarity of "a sks seven" samples to the subject's images, and the share drawn in the subject's
+colour) and prior drift (a classifier's accuracy on plain class prompts), before and after.
 
     tfcourse run dreambooth --set model.base_run=saved_models/text-to-image   # the small model
     tfcourse run dreambooth --smoke    # a random tiny model and glyphs: minutes on a CPU
@@ -15,9 +16,16 @@ colour, on 4 photo crops at either side. DreamBooth's recipe (Ruiz et al. 2023):
 - the instance prompt is "a [identifier] [class]"; the identifier is a token the model has never
   been trained on, so it carries no meaning that fine-tuning has to overwrite;
 - prior preservation: the model draws images of the class ("a red seven on the left", ...) before
-  fine-tuning, and trains on them beside the instance images, so "a seven" keeps meaning any seven,
-  not this one;
-- the UNet is fine-tuned, the text encoder optionally (`train.text_encoder`).
+  fine-tuning, and trains on them beside the instance images (under their captions and under the
+  bare "a seven"), weighted prior_loss_weight, so "a seven" keeps meaning any seven, not this one;
+- the UNet is fine-tuned, the text encoder optionally (`train.text_encoder`), with the base
+  model's own loss (the digit's pixels weighted up, 10 % of captions emptied).
+
+A small model's own samples are a weaker prior than Stable Diffusion's: they are sharpened by
+guidance and blotchy behind the digit, and fine-tuning on them moves the model towards them (drawn
+unguided, at guidance 1, most are not even sevens). So the lesson also runs the prior on real class
+images, which the paper could not do for Stable Diffusion (its training set is not at hand) and which
+a course can: the comparison shows what the prior term is for.
 
 The run reloads the text-to-image run's denoiser and judge (`.keras`, Keras safe mode).
 """
@@ -36,8 +44,9 @@ from tfcourse.lessons import text_to_image
 from tfcourse.models import diffusion
 from tfcourse.models.backbones import build_backbone
 
-ARMS = ("with_prior", "without_prior")
+ARMS = ("with_prior", "with_real_prior", "without_prior")
 CAPTION_DROPOUT = text_to_image.DataConfig.caption_dropout  # as the base model was trained
+DIGIT_LOSS_WEIGHT = text_to_image.TrainConfig.digit_loss_weight  # likewise
 
 # ## Configuration
 
@@ -53,13 +62,15 @@ class DataConfig:
     subject_colour: typing.Literal[tuple(captions.COLOURS)] = "red"
     instance_images: int = 4
     class_images: int = 100  # drawn by the model itself for the class in every colour and side, before fine-tuning
+    class_image_guidance: float = 12.0  # the guidance scale they are drawn at
     seed: int = 42
 
     def validate(self):
         if not 0 <= self.subject_digit <= 9:
             raise UserError(f"data.subject_digit = {self.subject_digit}: a digit 0-9.")
-        if not 1 <= self.instance_images <= 20 or self.class_images < 1:
-            raise UserError("data.instance_images must be 1-20 (DreamBooth uses 3-5), data.class_images >= 1.")
+        if not 1 <= self.instance_images <= 20 or self.class_images < 1 or self.class_image_guidance < 0:
+            raise UserError("data.instance_images must be 1-20 (DreamBooth uses 3-5), data.class_images >= 1, "
+                            "data.class_image_guidance >= 0.")
 
 
 @dataclasses.dataclass
@@ -73,7 +84,7 @@ class TrainConfig:
     strategy: typing.Literal["auto", "default", "mirrored", "tpu", "multi_worker"] = "auto"
     steps: int = 400
     batch_size: int = 8  # per replica: half instance images, half class images (with prior)
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-5  # 5e-5 over 400 steps: the identifier's samples copied one instance image
     prior_loss_weight: float = 1.0
     text_encoder: bool = False  # also fine-tune the text encoder
 
@@ -111,9 +122,9 @@ def subject_images(data, splits, photos_of_test, rng):
     attributes = np.array([[data.subject_digit, colour, i % 2] for i in range(data.instance_images)])
     digits, photos = photos_of_test
     photo_ids = rng.choice(np.unique(test.photo_ids), data.instance_images)
-    images, _ = captions.render(np.repeat(digits[test.digit_ids[first]][None], data.instance_images, 0), attributes,
-                                photos, photo_ids, seed=data.seed)
-    return images, attributes
+    images, masks = captions.render(np.repeat(digits[test.digit_ids[first]][None], data.instance_images, 0), attributes,
+                                    photos, photo_ids, seed=data.seed)
+    return images, masks
 
 
 def load_base(model):
@@ -143,26 +154,33 @@ def subject_embedder(source):
 # ## Training: instance images and the model's own class images, weighted
 
 
-def dreambooth_pipeline(instance, class_images, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
-    """Endless batches ({inputs}, v, sample weight): "a sks [class]" instance images, and (with
-    prior preservation) class images under their `class_prompts`, weighted `prior_weight`."""
-    subject_class = captions.DIGITS[instance["digit"]]
+def dreambooth_pipeline(instance, classes, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
+    """Endless batches ({inputs}, v, pixel weights): "a sks [class]" instance images, and (with
+    prior preservation) the class images `classes` ({"images", "masks", "attributes"}) under their
+    captions, weighted `prior_weight`.
 
-    instance_prompts = [f"a {captions.IDENTIFIER} {subject_class}"] * len(instance["images"])
-    mix = diffusion.dreambooth_mix((instance["images"], tokenize(instance_prompts).numpy()),
-                                   (class_images, tokenize(class_prompts(instance["digit"], len(class_images))).numpy()),
+    The loss is the base model's: each pixel weighs 1 + DIGIT_LOSS_WEIGHT x the digit's alpha there.
+    Fine-tuned on plain MSE, the photo behind outweighs the digit and the model's digits broke up in
+    both arms, even at a learning rate of 1e-5."""
+    digit = instance["digit"]
+    instance_prompts = [captions.caption(digit, identifier=True)] * len(instance["images"])
+    # Each class image twice: under its own caption and under the bare class prompt "a seven"
+    prior_prompts = [captions.caption(*a) for a in classes["attributes"]] + [captions.caption(digit)] * len(classes["images"])
+    mix = diffusion.dreambooth_mix((instance["images"], tokenize(instance_prompts).numpy(), instance["masks"]),
+                                   (np.concatenate([classes["images"]] * 2), tokenize(prior_prompts).numpy(),
+                                    np.concatenate([classes["masks"]] * 2)),
                                    batch_size, prior_weight, data_seed)
 
     empty = tokenize([""])
 
     def noised(index, batch):
-        images, tokens, weights = batch
+        images, tokens, masks, weights = batch
         seed = tf.stack([tf.cast(index, tf.int32), data_seed])
         # As in the base model's training, some captions are emptied, so the empty-caption prediction
         # that guidance subtracts moves with the captioned one
         dropped = tf.random.stateless_uniform([tf.shape(tokens)[0], 1], seed=seed + [0, 3]) < CAPTION_DROPOUT
         inputs, v = diffusion.training_batch(images, tf.where(dropped, empty, tokens), alphas, time_width, seed)
-        return inputs, v, weights
+        return inputs, v, weights * (1 + DIGIT_LOSS_WEIGHT * masks)
 
     return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -222,7 +240,7 @@ def run(config, run_dir):
 
     with timings("data"):
         splits, sources = load_subject_sources(data)
-        subject, subject_attributes = subject_images(data, splits, sources, rng)
+        subject, subject_masks = subject_images(data, splits, sources, rng)
         tokenize = captions.tokenizer()
         batch_size = train.global_batch_size(t.batch_size, strategy)
     with train.model_scope(strategy):
@@ -239,17 +257,23 @@ def run(config, run_dir):
     with timings("before"):
         results = {"before": measure(sampler_of(base), judge, embed, subject, data, s, seed=100)}
         class_images = cached_class_images(sampler_of(base), data, s, os.path.join(checkpoints, "class_images.npy"))
+    attributes = class_attributes(data.subject_digit, len(class_images))
+    priors = {"with_prior": {"images": class_images, "attributes": attributes,
+                             "masks": captions.estimated_masks(class_images, attributes[:, 1])},
+              "with_real_prior": real_class_images(splits["train"], data.subject_digit, data.class_images, rng)}
 
-    # 2. Fine-tune from the same base, with and without prior preservation.
+    # 2. Fine-tune from the same base: with prior preservation on the model's own class images (the
+    # paper's recipe), on real ones (from the base model's training images), and without.
     histories = {}
-    instance = {"images": subject, "digit": data.subject_digit}
+    instance = {"images": subject, "masks": subject_masks, "digit": data.subject_digit}
     with train.model_scope(strategy):
         fresh_optimizer = compile_fine_tuning(base, t, strategy)
     for arm in ARMS:
-        prior = t.prior_loss_weight if arm == "with_prior" else 0.0
+        prior = t.prior_loss_weight if arm in priors else 0.0
         base.set_weights(base_weights)
-        pipelines = {name: dreambooth_pipeline(instance, class_images, data.seed + k, tokenize, alphas, time_width,
-                                               batch_size, prior) for k, name in enumerate(("train", "validation"))}
+        pipelines = {name: dreambooth_pipeline(instance, priors.get(arm, priors["with_prior"]), data.seed + k, tokenize,
+                                               alphas, time_width, batch_size, prior)
+                     for k, name in enumerate(("train", "validation"))}
         with timings(f"train_{arm}"), train.model_scope(strategy):
             histories[arm] = fine_tune(base, fresh_optimizer, pipelines, t, strategy, os.path.join(checkpoints, arm))
         with timings(f"measure_{arm}"):
@@ -290,14 +314,31 @@ def class_prompts(digit, count):
     left", ...). The bare class prompt "a seven" is about 1 in 18 of the base model's training
     captions, and its samples were saturated collages; trained on as the prior, they turned "a seven"
     into collages too (digit right 0.000 after fine-tuning)."""
-    return [captions.caption(digit, i % len(captions.COLOURS), (i // len(captions.COLOURS)) % 2) for i in range(count)]
+    return [captions.caption(*a) for a in class_attributes(digit, count)]
+
+
+def class_attributes(digit, count):
+    """(digit, colour, side) of the class images: every colour, then every side, in turn."""
+    i = np.arange(count)
+    return np.stack([np.full(count, digit), i % len(captions.COLOURS), (i // len(captions.COLOURS)) % 2], -1)
+
+
+def real_class_images(train_split, digit, count, rng):
+    """`count` training images of the class (the base model saw them), with their masks and attributes."""
+    candidates = np.nonzero(train_split.attributes[:, 0] == digit)[0]
+    if len(candidates) < count:
+        raise UserError(f"data.class_images = {count}, but the training split has {len(candidates)} images of the class.")
+    chosen = rng.choice(candidates, count, replace=False)
+    return {"images": train_split.images[chosen], "masks": train_split.masks[chosen],
+            "attributes": train_split.attributes[chosen]}
 
 
 def cached_class_images(sampler, data, s, path):
     """The model's own images for `class_prompts`, drawn before fine-tuning (kept for a resumed run)."""
     if os.path.isfile(path):
         return np.load(path)
-    images = text_to_image.generate(sampler, class_prompts(data.subject_digit, data.class_images), 7, s)
+    images = text_to_image.generate(sampler, class_prompts(data.subject_digit, data.class_images), 7, s,
+                                    guidance=data.class_image_guidance)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     train.write_atomically(path, lambda tmp: np.save(tmp, images))
     return images
