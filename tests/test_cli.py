@@ -5,12 +5,15 @@ import pytest
 
 from tfcourse import cli
 from tfcourse.data import images
+from tfcourse.lessons import LESSONS
 
 
 def test_list_names_every_lesson(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("crop-disease") and "fine-tuned" in out
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(LESSONS)  # every lesson, by name
+    assert "fine-tuned" in next(line for line in lines if line.startswith("crop-disease"))
 
 
 @pytest.mark.parametrize(
