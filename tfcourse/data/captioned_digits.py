@@ -115,10 +115,13 @@ class CaptionedSplit:
 
     def downsampled(self, size):
         """The same split at `size` px (area averaging): what a cascade's base stage trains on."""
-        def shrink(x):
-            return tf.image.resize(x, (size, size), method="area").numpy()
-        return dataclasses.replace(self, images=np.round(shrink(self.images.astype("float32"))).astype(np.uint8),
-                                   masks=shrink(self.masks[..., None])[..., 0])
+        masks = tf.image.resize(self.masks[..., None], (size, size), method="area").numpy()[..., 0]
+        return dataclasses.replace(self, images=shrunk(self.images, size).numpy().astype(np.uint8), masks=masks)
+
+
+def shrunk(images, size):
+    """uint8 images [n, S, S, 3] at `size` px by area averaging, rounded to whole levels (float32, tf ops)."""
+    return tf.round(tf.image.resize(tf.cast(images, tf.float32), (size, size), method="area"))
 
 
 def all_combinations():

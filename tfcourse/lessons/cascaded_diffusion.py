@@ -164,6 +164,7 @@ def run(config, run_dir):
     with timings("data"):
         high, held_out, data_summary = text_to_image.load_splits(data, text_to_image.load_sources(data), high_size)
         low = {name: split.downsampled(low_size) for name, split in high.items()}
+        by_size = {low_size: low, high_size: high}
         tokenize = captions.tokenizer()
         batch_size = train.global_batch_size(data.batch_size, strategy)
     num_digits = int(max(split.attributes[:, 0].max() for split in high.values())) + 1
@@ -172,11 +173,11 @@ def run(config, run_dir):
     # 1. A judge per resolution: text alignment, and the features FID compares.
     judges, histories = {}, {}
     with timings("train_judges"):
-        for size, splits in ((low_size, low), (high_size, high)):
+        for size, splits in by_size.items():
             judges[size], histories[f"judge_{size}px"] = text_to_image.train_judge(
                 splits, num_digits, t, data.seed, os.path.join(checkpoints, f"judge_{size}px"), strategy)
     real = {size: text_to_image.judge(judges[size], splits["test"].images, splits["test"].attributes)
-            for size, splits in ((low_size, low), (high_size, high))}
+            for size, splits in by_size.items()}
     print(f"Judges on real test images: {real}")
 
     # 2. One frozen text encoder, then each stage trained on its own: the base on 32 px images, the
@@ -205,9 +206,9 @@ def run(config, run_dir):
 
     # 3. Every model draws the same test captions; the judges check them, and FID compares them with
     # the real test images at their resolution.
-    features = {size: feature_extractor(judges[size]) for size in (low_size, high_size)}
+    features = {size: feature_extractor(judges[size]) for size in by_size}
     real_features = {size: features[size].predict(splits["test"].images, batch_size=256, verbose=0)
-                     for size, splits in ((low_size, low), (high_size, high))}
+                     for size, splits in by_size.items()}
 
     def measured(images, attributes):
         size = images.shape[1]
@@ -236,7 +237,7 @@ def run(config, run_dir):
             results[name] = measured(drawn[name], real_asked)
         reference = {f"real validation images ({size} px)": measured(splits["validation"].images[: s.samples],
                                                                      splits["validation"].attributes[: s.samples])
-                     for size, splits in ((low_size, low), (high_size, high))}
+                     for size, splits in by_size.items()}
 
     with timings("guidance_sweep"):
         sweep = []

@@ -271,6 +271,7 @@ def run(config, run_dir):
     for arm in ARMS:
         prior = t.prior_loss_weight if arm in priors else 0.0
         base.set_weights(base_weights)
+        # without_prior: prior weight 0, so dreambooth_mix draws no class images (any set will do)
         pipelines = {name: dreambooth_pipeline(instance, priors.get(arm, priors["with_prior"]), data.seed + k, tokenize,
                                                alphas, time_width, batch_size, prior)
                      for k, name in enumerate(("train", "validation"))}
@@ -310,10 +311,10 @@ def load_subject_sources(data):
 
 
 def class_prompts(digit, count):
-    """The prompts of the class images: the class in every colour and side ("a red seven on the
-    left", ...). The bare class prompt "a seven" is about 1 in 18 of the base model's training
-    captions, and its samples were saturated collages; trained on as the prior, they turned "a seven"
-    into collages too (digit right 0.000 after fine-tuning)."""
+    """The prompts the class images are drawn for: the class in every colour and side ("a red seven
+    on the left", ...), not the bare class prompt "a seven": that is about 1 in 18 of the base model's
+    training captions, and its samples were saturated collages; trained on as the prior, they turned
+    "a seven" into collages too (digit right 0.000 after fine-tuning)."""
     return [captions.caption(*a) for a in class_attributes(digit, count)]
 
 

@@ -197,7 +197,7 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
         inputs, v = diffusion.training_batch(images, tokenize(text), alphas_cumprod, time_width, seed)
         if super_resolution:
             size, highest_level = super_resolution
-            low_res = tf.round(tf.image.resize(tf.cast(images, tf.float32), (size, size), method="area"))
+            low_res = captions.shrunk(images, size)
             levels = tf.random.stateless_uniform([tf.shape(images)[0]], seed + [0, 5], maxval=highest_level + 1, dtype=tf.int32)
             inputs.update(diffusion.noise_augmented(low_res, tf.shape(images)[1], levels, alphas_cumprod, time_width,
                                                     seed + [0, 6]))
