@@ -130,6 +130,26 @@ def _resume(data, stage, monkeypatch, make_model=_model):
     return epochs_run, model
 
 
+@pytest.mark.parametrize("patience, kept_epoch", [(10, 0), (None, 4)])
+def test_a_stage_keeps_the_best_epoch_or_with_no_patience_the_last(tmp_path, monkeypatch, patience, kept_epoch):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), (rng.normal(size=64) > 0).astype("int64")
+    x[:, 0] += 2 * y - 1  # learnable, and the validation labels are flipped: val_loss rises every epoch
+    train_ds, validation_ds = (tf.data.Dataset.from_tensor_slices((x, labels)).batch(16) for labels in (y, 1 - y))
+    weights, real_fit = [], keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
+        self, *a, **{**k, "callbacks": [keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: weights.append(self.get_weights()))] + k["callbacks"]}))
+    keras.utils.set_random_seed(0)
+    model = _model()
+    history = train.fit_stage(model, train_ds, validation_ds, epochs=5, stage_dir=str(tmp_path / "stage"),
+                              patience=patience)
+    assert len(history["val_loss"]) == 5 and int(np.argmin(history["val_loss"])) == 0
+    for kept, other in zip(model.get_weights(), weights[kept_epoch]):
+        np.testing.assert_array_equal(kept, other)
+    assert not np.allclose(weights[0][0], weights[4][0])
+
+
 def test_an_interrupted_stage_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch):
     data, stage = _interrupted_stage(tmp_path, monkeypatch, epoch=3)
     assert os.path.isdir(os.path.join(stage, "backup"))

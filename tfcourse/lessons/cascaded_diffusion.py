@@ -99,7 +99,7 @@ class Config:
 SMOKE = {
     "data": {"digits": "synthetic", "backgrounds": "synthetic", "max_digits": 300, "held_out_combinations": 2},
     "model": {"size": "tiny"},
-    "train": {"epochs": 2, "super_resolution_epochs": 1, "steps_per_epoch": 8, "classifier_epochs": 2,
+    "train": {"epochs": 1, "super_resolution_epochs": 1, "steps_per_epoch": 8, "classifier_epochs": 1,
               "text_encoder_epochs": 3, "ema_momentum": 0.5},
     "sample": {"num_steps": 6, "super_resolution_steps": 4, "samples": 16, "sweep_samples": 8},
 }
