@@ -1,0 +1,52 @@
+"""Causal language models from KerasHub: Gemma instruct presets for users with a network, and a tiny
+Gemma of the same classes with a SentencePiece tokenizer trained here, on the course's own text."""
+
+import io
+
+import keras_hub
+import sentencepiece
+
+from tfcourse import UserError
+from tfcourse.agent_loop import END_TURN, START_TURN
+
+# KerasHub presets an agent can run on (from Kaggle, so a network and an accepted Gemma licence).
+# Memory: the weights alone, in bfloat16 (2 bytes a parameter); generation adds its cache.
+PRESETS = {
+    "gemma3_instruct_1b": "1.0B parameters, about 2 GB",
+    "gemma2_instruct_2b_en": "2.6B parameters, about 5.2 GB",
+    "gemma3_instruct_4b_text": "3.9B parameters, about 7.8 GB",
+}
+
+
+def train_tokenizer(texts, vocabulary_size):
+    """A SentencePiece BPE model (bytes of its proto) for GemmaTokenizer, from `texts`.
+
+    keras_hub.tokenizers.compute_sentence_piece_proto cannot name the pad / bos / eos pieces and the
+    turn markers GemmaTokenizer needs, so sentencepiece's own trainer (which it wraps) is called.
+    Text is kept as written (no normalisation, spaces and newlines kept), digits are split one by
+    one and unseen characters fall back to bytes, so any file name can be written."""
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocabulary_size, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=[START_TURN, END_TURN], normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True, byte_fallback=True, character_coverage=1.0,
+        max_sentence_length=1 << 16, minloglevel=2)
+    return proto.getvalue()
+
+
+def tiny_gemma(proto, sequence_length, num_layers=2, hidden_dim=128, num_heads=4):
+    """A Gemma causal LM of KerasHub's classes at a size a CPU trains, over the tokenizer `proto`."""
+    tokenizer = keras_hub.models.GemmaTokenizer(proto=proto)
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(), num_layers=num_layers, num_query_heads=num_heads,
+        num_key_value_heads=1, hidden_dim=hidden_dim, intermediate_dim=4 * hidden_dim, head_dim=hidden_dim // num_heads)
+    preprocessor = keras_hub.models.GemmaCausalLMPreprocessor(tokenizer, sequence_length=sequence_length)
+    return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def from_preset(name):
+    """A KerasHub instruct preset (downloaded from Kaggle once, then cached)."""
+    if name not in PRESETS:
+        raise UserError(f"model.preset = {name!r}: choose one of {sorted(PRESETS)} (memory: {PRESETS}).")
+    return keras_hub.models.CausalLM.from_preset(name)
