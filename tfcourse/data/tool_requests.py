@@ -1,0 +1,166 @@
+"""Synthetic tool-use conversations, to fine-tune a small model into an agent: a request written from
+a template, the tool call it asks for, an observation shaped like that tool's real result, and the
+answer drawn from the observation.
+
+Held out two ways: by template (the last HELD_OUT_TEMPLATES phrasings of each tool never appear in
+training) and by argument (held-out requests name files, boxes and captions that training never saw:
+the caller gives each split its own files, and boxes and captions are drawn from disjoint sets).
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from tfcourse import UserError, agent_loop
+from tfcourse.data import captioned_digits
+
+HELD_OUT_TEMPLATES = 2
+TEMPLATES = {
+    "classify_sound": [
+        "What is making the sound in {audio}?",
+        "Listen to {audio} and tell me what it is.",
+        "Which class does the recording {audio} belong to?",
+        "Classify the audio clip {audio}.",
+        "Can you identify the noise in {audio}?",
+        "I recorded {audio}. What do you hear?",
+        "Name the source of the sound in the file {audio}.",
+        "{audio}: what kind of sound is this?",
+    ],
+    "classify_leaf": [
+        "What disease does the apple leaf in {image} have?",
+        "Is the leaf in {image} healthy?",
+        "Diagnose the apple leaf photo {image}.",
+        "Check {image} for leaf disease.",
+        "Which disease, if any, is on the leaf in {image}?",
+        "My apple tree has a leaf like {image}. What is wrong with it?",
+        "Tell me the condition of the leaf pictured in {image}.",
+        "{image} shows an apple leaf: is it sick?",
+    ],
+    "detect_pose": [
+        "Which yoga pose is the person in {image} doing?",
+        "Detect the pose in {image}.",
+        "What pose is shown in the photo {image}?",
+        "Classify the body pose in {image}.",
+        "Look at {image} and name the pose.",
+        "Is the person in {image} doing a yoga pose? Which one?",
+        "Identify the posture of the person in {image}.",
+        "{image}: which pose is this?",
+    ],
+    "segment": [
+        "Segment the object inside the box {box} in {image}.",
+        "Cut out the thing in {box} of {image}.",
+        "Give me a mask of the object at {box} in {image}.",
+        "In {image}, outline what is inside {box}.",
+        "Make a mask for the region {box} of the photo {image}.",
+        "Separate the object in box {box} from the background of {image}.",
+        "Which pixels of {image} belong to the object boxed by {box}?",
+        "{image}: mask the object within {box}.",
+    ],
+    "generate_image": [
+        "Draw {caption}.",
+        "Generate an image of {caption}.",
+        "Make a picture of {caption}.",
+        "Create an image showing {caption}.",
+        "Please paint {caption}.",
+        "I would like a picture with {caption}.",
+        "Render {caption} for me.",
+        "Can you produce an image of {caption}?",
+    ],
+}
+FILE_KINDS = {"classify_sound": "audio", "classify_leaf": "leaf", "detect_pose": "person", "segment": "photo"}
+ANSWERS = {
+    "classify_sound": "The sound is most likely {top} (probability {probability:.2f}).",
+    "classify_leaf": "The leaf most likely shows {top} (probability {probability:.2f}).",
+    "detect_pose": "The pose is most likely {top} (probability {probability:.2f}).",
+    "segment": "The object covers {fraction:.1%} of the image; its mask is {mask_png}.",
+    "generate_image": "Here is the image: {image_png}.",
+}
+
+
+@dataclasses.dataclass
+class Conversation:
+    request: str
+    tool: str
+    arguments: dict  # as the model should write them
+    observation: dict  # shaped like the tool's result
+    answer: str
+    template: int
+
+    def messages(self, tools):
+        """The chat the model is trained on: the request (after the system prompt), the call, the observation, the answer."""
+        call = json.dumps({"tool": self.tool, "arguments": self.arguments})
+        return [{"role": "user", "content": f"{agent_loop.system_prompt(tools)}\n\n{self.request}"},
+                {"role": "model", "content": call},
+                {"role": "user", "content": "Observation: " + json.dumps({"result": self.observation})},
+                {"role": "model", "content": json.dumps({"answer": self.answer})}]
+
+
+def answer_for(tool, result):
+    """The final answer the agent gives from a tool's result (the same words for real tools)."""
+    if tool in ("classify_sound", "classify_leaf", "detect_pose"):
+        best = result["top_k"][0]
+        return ANSWERS[tool].format(top=best["class"], probability=best["probability"])
+    if tool == "segment":
+        return ANSWERS[tool].format(fraction=result["mask_fraction"], mask_png=result["mask_png"])
+    return ANSWERS[tool].format(image_png=result["image_png"])
+
+
+def conversations(count, files, class_names, held_out, seed):
+    """`count` conversations over the five tools in turn. `files` {kind: [paths]} for the kinds in
+    FILE_KINDS, `class_names` {tool: [names]} for the classifiers; `held_out` picks the held-out
+    templates, boxes and captions instead of the training ones."""
+    rng = np.random.default_rng(seed)
+    for kind in FILE_KINDS.values():
+        if not files.get(kind):
+            raise UserError(f"no {kind} files to write requests about.")
+    captions = split_captions(held_out)
+    out = []
+    for i in range(count):
+        tool = list(TEMPLATES)[i % len(TEMPLATES)]
+        seen = len(TEMPLATES[tool]) - HELD_OUT_TEMPLATES
+        template = int(rng.integers(seen, seen + HELD_OUT_TEMPLATES) if held_out else rng.integers(0, seen))
+        arguments, fill = {}, {}
+        if tool in FILE_KINDS:
+            path = str(rng.choice(files[FILE_KINDS[tool]]))
+            name = "audio" if tool == "classify_sound" else "image"
+            arguments[name] = fill[name] = path
+        if tool == "segment":
+            arguments["box"] = random_box(rng, held_out)
+            fill["box"] = json.dumps(arguments["box"])
+        if tool == "generate_image":
+            arguments["caption"] = fill["caption"] = str(rng.choice(captions))
+        observation = fake_observation(tool, arguments, class_names, rng)
+        out.append(Conversation(TEMPLATES[tool][template].format(**fill), tool, arguments, observation,
+                                answer_for(tool, observation), template))
+    return out
+
+
+def random_box(rng, held_out):
+    """[x0, y0, x1, y1] in whole pixels; held-out boxes have odd x0, training ones even."""
+    x0, y0 = 2 * int(rng.integers(0, 60)) + int(held_out), int(rng.integers(0, 120))
+    return [x0, y0, x0 + int(rng.integers(20, 100)), y0 + int(rng.integers(20, 100))]
+
+
+def split_captions(held_out):
+    """The captioned-digit captions; every fourth (digit, colour) pair is held out."""
+    chosen = []
+    for digit in range(10):
+        for c, colour in enumerate(captioned_digits.COLOURS):
+            if ((digit * len(captioned_digits.COLOURS) + c) % 4 == 0) == held_out:
+                chosen += [captioned_digits.caption(digit, c, side) for side in (0, 1)]
+    return chosen
+
+
+def fake_observation(tool, arguments, class_names, rng):
+    """A result shaped like the real tool's, with made-up values (the answer is read from it)."""
+    if tool in class_names:
+        names = rng.permutation(class_names[tool])[:3]
+        probabilities = np.sort(rng.dirichlet(np.ones(len(names)) * 0.5))[::-1]
+        return {"top_k": [{"class": str(n), "probability": round(float(p), 4)} for n, p in zip(names, probabilities)]}
+    stem = f"predictions/{int(rng.integers(0, 10000)):04d}"
+    if tool == "segment":
+        return {"mask_fraction": round(float(rng.uniform(0.01, 0.6)), 4), "mask_png": f"{stem}.mask.png"}
+    if tool == "generate_image":
+        return {"image_png": f"{stem}.png"}
+    raise UserError(f"no class names for the tool {tool!r}.")
