@@ -411,6 +411,14 @@ class TFLiteStream:
 def load_feature_classifier(run_dir, fmt="saved_model"):
     """(predict function on float feature batches, class names, export metrics) of an
     `export_feature_classifier` export. The SavedModel is a program: only load runs you trust."""
+    predict, class_names = load_float_classifier(run_dir, fmt)
+    metrics = _read_export_json(os.path.join(run_export_dir(run_dir), "export_metrics.json"))
+    return predict, class_names, metrics
+
+
+def load_float_classifier(run_dir, fmt="saved_model"):
+    """(predict function on float inputs, class names) of a run's exported classifier: feature
+    vectors, or one waveform. The SavedModel is a program: only load runs you trust."""
     if fmt not in ("saved_model", "tflite", "tflite-dynamic"):
         raise UserError(f"--format {fmt!r} is not an export format of this run; choose saved_model, tflite or tflite-dynamic.")
     export_dir = run_export_dir(run_dir)
@@ -420,9 +428,7 @@ def load_feature_classifier(run_dir, fmt="saved_model"):
                         "give the run directory that `tfcourse run` printed.")
     with open(os.path.join(export_dir, "labels.txt")) as f:
         class_names = f.read().splitlines()
-    metrics = _read_export_json(os.path.join(export_dir, "export_metrics.json"))
-    predict = SavedModelClassifier(path, tf.float32) if fmt == "saved_model" else TFLiteModel(path)
-    return predict, class_names, metrics
+    return (SavedModelClassifier(path, tf.float32) if fmt == "saved_model" else TFLiteModel(path)), class_names
 
 
 class TFLiteSignature:

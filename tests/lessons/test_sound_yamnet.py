@@ -1,9 +1,12 @@
+import glob
 import json
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from tfcourse import UserError, config
+from tfcourse import UserError, cli, config
 from tfcourse.lessons import sound_yamnet
 from tfcourse.models import yamnet
 
@@ -21,6 +24,23 @@ def test_smoke_run_writes_report_plots_and_checked_exports(tmp_path):
     assert report["export"]["float32"]["max_abs_diff"] <= 1e-4
     assert report["export"]["float32"]["audio_seconds_per_cpu_second"] > 1
     assert report["embedding_cache"]["speedup"] > 1  # a cached epoch is cheaper than recomputing
+
+    # `tfcourse predict` on WAV files: the SavedModel and the TFLite model agree; other rates are resampled
+    clip = sorted(glob.glob(str(tmp_path / "**" / "*.wav"), recursive=True))[0]
+    t = np.arange(8000) / 8000
+    slow = tmp_path / "slow.wav"
+    slow.write_bytes(tf.audio.encode_wav(0.5 * np.sin(2 * np.pi * 440 * t)[:, None].astype("float32"), 8000).numpy())
+    classes = len(report["data"]["class_names"])
+    saved, lite = (cli.predict_files(str(tmp_path), [clip, str(slow)], classes, fmt) for fmt in ("saved_model", "tflite"))
+    for a, b in zip(saved, lite):
+        assert [c["class"] for c in a["top_k"]] == [c["class"] for c in b["top_k"]]
+        np.testing.assert_allclose([c["probability"] for c in a["top_k"]], [c["probability"] for c in b["top_k"]], atol=1e-4)
+        assert abs(sum(c["probability"] for c in a["top_k"]) - 1) < 1e-4
+    assert saved[1]["seconds"] == 1.0  # 8,000 samples at 8 kHz, resampled to 16,000
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    with pytest.raises(UserError, match="broken.wav"):
+        sound_yamnet.predict_files(str(tmp_path), [str(broken)])
 
 
 def test_real_esc50_subset_with_imported_yamnet_beats_the_spectrogram_cnn(assets_dir, tmp_path, monkeypatch):

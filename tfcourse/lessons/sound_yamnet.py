@@ -247,6 +247,19 @@ def plots(run_dir, report, histories, model, head, clips, indices):
                         yamnet.HOP_SAMPLES, yamnet.PATCH_HOP_SAMPLES)
 
 
+def predict_files(run_dir, files, top_k=3, fmt="saved_model"):
+    """WAV files (any sample rate: resampled to 16 kHz) -> the exported classifier's top-k classes.
+    The SavedModel is a program: only use runs you trust."""
+    predict, class_names = export.load_float_classifier(run_dir, fmt)
+    results = []
+    for path in files:
+        waveform = np.asarray(audio.load_clip(path), "float32")
+        probabilities = np.asarray(predict(waveform)).reshape(-1)
+        results.append({"file": path, "top_k": export.top_k_classes(probabilities, class_names, top_k),
+                        "seconds": round(len(waveform) / audio.SAMPLE_RATE, 3)})
+    return results
+
+
 def summary_markdown(report):
     lines = ["# sound-yamnet run", "",
              f"YAMNet weights: {report['backbone']['weights']}. {report['data']['num_clips']} clips, "
