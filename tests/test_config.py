@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from tfcourse import UserError, config
+from tfcourse import UserError, config, runs
+from tfcourse.lessons import LESSONS, load_lesson
 from tfcourse.lessons.crop_disease import Config
 
 
@@ -26,6 +27,15 @@ def test_yaml_then_dotted_overrides(tmp_path):
 def test_round_trip_through_dict():
     original = config.load(Config, overrides=["train.fine_tune_layers=5", "model.source=random"])
     assert config.from_dict(Config, config.to_dict(original)) == original
+
+
+@pytest.mark.parametrize("lesson", sorted(LESSONS))
+def test_every_lessons_config_round_trips_through_a_runs_config_yaml(lesson, tmp_path):
+    """A run writes its config to config.yaml (tuples as YAML lists); loading it gives the config back."""
+    module = load_lesson(lesson)
+    original = config.load(module.Config, base=module.SMOKE)
+    runs.prepare_run_dir(str(tmp_path), dataclasses.asdict(original))
+    assert config.load(module.Config, str(tmp_path / "config.yaml")) == original
 
 
 def test_int_is_accepted_for_float():

@@ -49,6 +49,8 @@ def _check_value(value, field_type, where):
         return float(value)
     if field_type is str and isinstance(value, str):
         return expand_env(value, where)
+    if field_type is tuple and isinstance(value, list):  # YAML has lists only
+        return tuple(value)
     if isinstance(value, field_type) and not (field_type is int and isinstance(value, bool)):
         return value
     raise UserError(

@@ -1,5 +1,6 @@
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,6 +36,19 @@ def test_smoke_run_reports_alignment_and_edits(tmp_path):
     sweep = report["editing"]["img2img"]
     assert [r["strength"] for r in sweep] == [0.0, 0.5, 1.0]
     assert sweep[0]["mean_abs_change"] == 0.0 and sweep[0]["mean_abs_change"] < sweep[1]["mean_abs_change"]
+
+    # The run draws captions to PNG files (the agent's generate_image tool), and refuses words it never learned
+    drawn = text_to_image.draw_files(str(tmp_path), ["a red two on the left", "a blue one"], seed=3)
+    for result in drawn:
+        image = keras.utils.load_img(result["image_png"])
+        assert image.size == (32, 32) and result["judge_sees"].startswith("a ")
+        assert set(result["judge_sees"].split()) <= set(captioned_digits.VOCABULARY)
+    again = text_to_image.draw_files(str(tmp_path), ["a red two on the left", "a blue one"], out_dir=str(tmp_path / "again"), seed=3)
+    for a, b in zip(again, drawn):  # the same seed draws the same images
+        assert a["image_png"] != b["image_png"]
+        np.testing.assert_array_equal(keras.utils.load_img(a["image_png"]), keras.utils.load_img(b["image_png"]))
+    with pytest.raises(UserError, match="'a purple cat'.*not purple, cat"):
+        text_to_image.draw_files(str(tmp_path), ["a purple cat"])
 
 
 def test_training_captions_drop_attributes_and_validation_noise_is_fixed():

@@ -134,12 +134,7 @@ def load_base(model):
         denoiser, _, _ = diffusion.build_small("tiny", len(captions.VOCABULARY) + 2, captions.SEQUENCE_LENGTH)
         return denoiser, text_to_image.build_attribute_classifier(10), (
             "The base model and the judge are random (no base_run): the figures show the pipeline runs, not DreamBooth.")
-    paths = [os.path.join(model.base_run, name) for name in (text_to_image.MODEL_FILE, text_to_image.JUDGE_FILE)]
-    for path in paths:
-        if not os.path.isfile(path):
-            raise UserError(f"model.base_run = {model.base_run!r} has no {os.path.basename(path)}: give the directory "
-                            "of a finished `tfcourse run text-to-image`.")
-    return keras.models.load_model(paths[0]), keras.models.load_model(paths[1]), ""
+    return (*text_to_image.load_run_models(model.base_run), "")
 
 
 def subject_embedder(source):

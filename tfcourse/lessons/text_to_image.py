@@ -23,6 +23,7 @@ tfcourse.models.stable_diffusion (its docstring shows sampling and DreamBooth on
 
 import dataclasses
 import os
+import re
 import typing
 
 import keras
@@ -30,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcourse import UserError, runs, train, viz
+from tfcourse.config import load as load_config
 from tfcourse.data import captioned_digits as captions
 from tfcourse.data import mnist, mnist_m
 from tfcourse.models import diffusion
@@ -398,6 +400,41 @@ def generate(sampler, prompts, seed, s, images=None, mask=None, strength=1.0, gu
     guidance unless `guidance` is given)."""
     return sampler.generate(prompts, seed=seed, num_steps=s.num_steps, guidance=s.guidance if guidance is None else guidance,
                             images=images, mask=mask, strength=strength)
+
+
+def load_run_models(run_dir):
+    """-> (denoiser, judge) of a finished text-to-image run (`.keras`, Keras safe mode)."""
+    paths = [os.path.join(run_dir, name) for name in (MODEL_FILE, JUDGE_FILE)]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{run_dir!r} has no {os.path.basename(path)}: give the directory of a finished "
+                            "`tfcourse run text-to-image`.")
+    return keras.models.load_model(paths[0]), keras.models.load_model(paths[1])
+
+
+def draw_files(run_dir, prompts, out_dir=None, seed=0):
+    """Captions -> PNG files drawn by a text-to-image run's model, at the run's sampler settings, each
+    with the caption of what the run's judge sees in it. Written to `out_dir` (default RUN_DIR/predictions)."""
+    for prompt in prompts:
+        unknown = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in captions.VOCABULARY]
+        if unknown or not prompt.strip():
+            raise UserError(f"caption {prompt!r}: the model knows only the words {' '.join(captions.VOCABULARY)}"
+                            + (f"; not {', '.join(unknown)}." if unknown else "."))
+    denoiser, classifier = load_run_models(run_dir)
+    s = load_config(Config, os.path.join(run_dir, "config.yaml")).sample  # the run's own sampler settings
+    sampler = diffusion.pixel_sampler(denoiser.get_layer("unet"), denoiser.get_layer("text_encoder"), captions.tokenizer(),
+                                      diffusion.cosine_alphas_cumprod())
+    images = generate(sampler, list(prompts), seed, s)
+    seen = classifier.predict(images, verbose=0)
+    out_dir = out_dir or os.path.join(run_dir, "predictions")
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for i, prompt in enumerate(prompts):
+        path = os.path.join(out_dir, f"{'_'.join(re.findall(r'[a-z]+', prompt.lower()))}-{seed}-{i}.png")
+        train.write_atomically(path, lambda tmp: keras.utils.save_img(tmp, images[i], scale=False))
+        results.append({"caption": prompt, "image_png": path,
+                        "judge_sees": captions.caption(*(int(np.argmax(seen[k][i])) for k in captions.ATTRIBUTES))})
+    return results
 
 
 GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0, 20.0)  # and the configured guidance
