@@ -161,6 +161,6 @@ def fake_observation(tool, arguments, class_names, rng):
     stem = f"predictions/{int(rng.integers(0, 10000)):04d}"
     if tool == "segment":
         return {"mask_fraction": round(float(rng.uniform(0.01, 0.6)), 4), "mask_png": f"{stem}.mask.png"}
-    if tool == "generate_image":
-        return {"image_png": f"{stem}.png"}
+    if tool == "generate_image":  # as text_to_image.draw_files: the file, and what the run's judge sees in it
+        return {"image_png": f"{stem}.png", "judge_sees": str(rng.choice(split_captions(False) + split_captions(True)))}
     raise UserError(f"no class names for the tool {tool!r}.")
