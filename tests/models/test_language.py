@@ -46,3 +46,19 @@ def test_a_tiny_gemma_learns_a_reply_the_backend_returns_and_reloads_from_keras(
 def test_an_unknown_preset_is_named_with_the_choices():
     with pytest.raises(UserError, match="'gemma_huge'.*gemma3_instruct_1b"):
         language.from_preset("gemma_huge")
+
+
+def test_a_chat_example_weights_the_models_turns_only_and_tokenizes_as_the_whole_chat(proto):
+    tokenizer = keras_hub.models.GemmaTokenizer(proto=proto)
+    messages = [{"role": "user", "content": "What is on leaves/scab_1.jpg?"}, {"role": "model", "content": REPLY},
+                {"role": "user", "content": "Observation: {}"}, {"role": "model", "content": '{"answer": "scab"}'}]
+    x, y, weights = language.chat_example(tokenizer, messages, 160)
+    n = int(x["padding_mask"].sum())
+    whole = agent_loop.chat_text(messages)[: -len(agent_loop.START_TURN + "model\n")]  # without the open turn
+    assert x["token_ids"][1:n].tolist() == np.asarray(tokenizer(whole)).tolist()  # after <bos>
+    np.testing.assert_array_equal(x["token_ids"][1:n], y[: n - 1])  # labels: the next token
+    trained = tokenizer.detokenize(y[weights > 0])
+    assert trained == REPLY + agent_loop.END_TURN + '{"answer": "scab"}' + agent_loop.END_TURN
+    assert weights[n - 1 :].sum() == 0 and x["token_ids"][n:].sum() == 0 and y[n - 1 :].sum() == 0
+    with pytest.raises(UserError, match="more than model.sequence_length = 20"):
+        language.chat_example(tokenizer, messages, 20)

@@ -4,6 +4,7 @@ Gemma of the same classes with a SentencePiece tokenizer trained here, on the co
 import io
 
 import keras_hub
+import numpy as np
 import sentencepiece
 
 from tfcourse import UserError
@@ -24,15 +25,38 @@ def train_tokenizer(texts, vocabulary_size):
     keras_hub.tokenizers.compute_sentence_piece_proto cannot name the pad / bos / eos pieces and the
     turn markers GemmaTokenizer needs, so sentencepiece's own trainer (which it wraps) is called.
     Text is kept as written (no normalisation, spaces and newlines kept), digits are split one by
-    one and unseen characters fall back to bytes, so any file name can be written."""
+    one and unseen characters fall back to bytes, so any file name can be written. The turn markers and
+    the newline are always tokens of their own, so a chat tokenizes as its turns do one by one."""
     proto = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocabulary_size, model_type="bpe",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-        unk_piece="<unk>", user_defined_symbols=[START_TURN, END_TURN], normalization_rule_name="identity",
+        unk_piece="<unk>", user_defined_symbols=[START_TURN, END_TURN, "\n"], normalization_rule_name="identity",
         remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True, byte_fallback=True, character_coverage=1.0,
-        max_sentence_length=1 << 16, minloglevel=2)
+        max_sentence_length=1 << 16, hard_vocab_limit=False, minloglevel=2)
     return proto.getvalue()
+
+
+def chat_example(tokenizer, messages, sequence_length):
+    """One conversation -> ({"token_ids", "padding_mask"}, next-token labels, sample weights), for a
+    CausalLM fitted with `preprocessor=None`: the loss falls on the model's turns only (their text
+    and closing marker), not on the prompt, the requests or the observations it is given."""
+    ids, weights = [tokenizer.token_to_id("<bos>")], [0]
+    for message in messages:
+        head = _ids(tokenizer, f"{START_TURN}{message['role']}\n")
+        body = _ids(tokenizer, message["content"] + END_TURN)
+        ids += head + body + _ids(tokenizer, "\n")
+        weights += [0] * len(head) + [int(message["role"] == "model")] * len(body) + [0]
+    if len(ids) > sequence_length + 1:
+        raise UserError(f"a conversation is {len(ids) - 1} tokens, more than model.sequence_length = {sequence_length}.")
+    pad = sequence_length + 1 - len(ids)
+    ids, weights = np.array(ids + [0] * pad, "int32"), np.array(weights + [0] * pad, "float32")
+    x = {"token_ids": ids[:-1], "padding_mask": np.arange(sequence_length) < len(ids) - pad}
+    return x, ids[1:], weights[1:]
+
+
+def _ids(tokenizer, text):
+    return np.asarray(tokenizer(text)).tolist()
 
 
 def tiny_gemma(proto, sequence_length, num_layers=2, hidden_dim=128, num_heads=4):
