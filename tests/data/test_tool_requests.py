@@ -59,3 +59,12 @@ def test_missing_files_are_named():
     files["leaf"] = []
     with pytest.raises(UserError, match="no leaf files"):
         tool_requests.conversations(5, files, CLASSES, held_out=False, seed=0)
+
+
+def test_random_file_names_are_many_distinct_and_of_each_kind():
+    names = tool_requests.random_file_names(200, seed=0)
+    assert set(names) == set(tool_requests.FILE_KINDS.values())
+    for kind, paths in names.items():
+        assert len(set(paths)) > 190 and all(p.startswith(kind + "/") for p in paths)
+        assert all(p.endswith(".wav") == (kind == "audio") for p in paths)
+    assert tool_requests.random_file_names(5, seed=0) != tool_requests.random_file_names(5, seed=1)

@@ -136,6 +136,16 @@ def conversations(count, files, class_names, held_out, seed):
     return out
 
 
+def random_file_names(count, seed):
+    """{kind: `count` made-up paths} for training conversations: random letters and digits, so the
+    model can only get a file argument right by copying it from the request, not by recalling it."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789_-"))
+    extension = {"audio": "wav"}
+    return {kind: [f"{kind}/{''.join(rng.choice(letters, rng.integers(3, 12)))}.{extension.get(kind, 'jpg')}"
+                   for _ in range(count)] for kind in FILE_KINDS.values()}
+
+
 def random_box(rng, held_out):
     """[x0, y0, x1, y1] in whole pixels; held-out boxes have odd x0, training ones even."""
     x0, y0 = 2 * int(rng.integers(0, 60)) + int(held_out), int(rng.integers(0, 120))
