@@ -227,7 +227,6 @@ class CausalLMBackend:
 
     def __call__(self, chat):
         prompt_length = int(self.tokenizer(chat).shape[0]) + 1  # + the start token
-        text = self.causal_lm.generate(chat, max_length=prompt_length + self.max_new_tokens,
-                                       stop_token_ids=[self.end_of_turn])
-        reply = text.rsplit(f"{START_TURN}model", 1)[-1]  # the new turn (the tokenizer may have respaced the prompt)
+        reply = self.causal_lm.generate(chat, max_length=prompt_length + self.max_new_tokens,
+                                        stop_token_ids=[self.end_of_turn], strip_prompt=True)
         return reply.split(END_TURN, 1)[0].strip()

@@ -169,21 +169,21 @@ def fit_stage(model, train_ds, validation_ds, epochs, stage_dir, patience, strat
     os.makedirs(stage_dir, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(stage_dir, "best.keras"), monitor="val_loss",
                                                  save_best_only=True)
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience or epochs,
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs if patience is None else patience,
                                                    restore_best_weights=patience is not None)
     callbacks = [
         checkpoint, early_stopping, keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
         # last: on a resume it restores the state the callbacks above have just reset
         ResumableBackup(os.path.join(stage_dir, "backup"), early_stopping, checkpoint),
     ]
-    if not model.optimizer.built:
-        # Outside a strategy's scope Keras builds the optimizer inside the first traced train step, and
-        # the variables that creates make tf.function trace the step again: 32 s instead of 15 s for
-        # the tiny diffusion UNet's first step
-        model.optimizer.build(model.trainable_variables)
     if is_multi_worker(strategy):
         fit_multi_worker(model, strategy, train_ds, validation_ds, epochs, callbacks)
     else:
+        if not model.optimizer.built:
+            # Outside a strategy's scope Keras builds the optimizer inside the first traced train step, and
+            # the variables that creates make tf.function trace the step again: 32 s instead of 15 s for
+            # the tiny diffusion UNet's first step
+            model.optimizer.build(model.trainable_variables)
         # shuffle=False: the tf.data pipeline shuffles (Keras ignores the flag for datasets, with a warning)
         model.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
         use_moving_average(model)
@@ -258,8 +258,6 @@ class ResumableBackup(keras.callbacks.Callback):
         backups = self.backups()
         if not backups:
             return
-        if not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
         before = [v.numpy() for v in self.model.variables + self.model.optimizer.variables]
         for path in backups:
             try:

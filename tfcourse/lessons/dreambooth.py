@@ -150,7 +150,7 @@ def subject_embedder(source):
 # ## Training: instance images and the model's own class images, weighted
 
 
-def dreambooth_pipeline(instance, classes, data_seed, tokenize, alphas, time_width, batch_size, prior_weight):
+def dreambooth_pipeline(instance, classes, seed, tokenize, alphas, time_width, batch_size, prior_weight):
     """Endless batches ({inputs}, v, pixel weights): "a sks [class]" instance images, and (with
     prior preservation) the class images `classes` ({"images", "masks", "attributes"}) under their
     captions, weighted `prior_weight`.
@@ -165,17 +165,17 @@ def dreambooth_pipeline(instance, classes, data_seed, tokenize, alphas, time_wid
     mix = diffusion.dreambooth_mix((instance["images"], tokenize(instance_prompts).numpy(), instance["masks"]),
                                    (np.concatenate([classes["images"]] * 2), tokenize(prior_prompts).numpy(),
                                     np.concatenate([classes["masks"]] * 2)),
-                                   batch_size, prior_weight, data_seed)
+                                   batch_size, prior_weight, seed)
 
     empty = tokenize([""])
 
     def noised(index, batch):
         images, tokens, masks, weights = batch
-        seed = tf.stack([tf.cast(index, tf.int32), data_seed])
+        batch_seed = tf.stack([tf.cast(index, tf.int32), seed])
         # As in the base model's training, some captions are emptied, so the empty-caption prediction
         # that guidance subtracts moves with the captioned one
-        dropped = tf.random.stateless_uniform([tf.shape(tokens)[0], 1], seed=seed + [0, 3]) < CAPTION_DROPOUT
-        inputs, v = diffusion.training_batch(images, tf.where(dropped, empty, tokens), alphas, time_width, seed)
+        dropped = tf.random.stateless_uniform([tf.shape(tokens)[0], 1], seed=batch_seed + [0, 3]) < CAPTION_DROPOUT
+        inputs, v = diffusion.training_batch(images, tf.where(dropped, empty, tokens), alphas, time_width, batch_seed)
         return inputs, v, weights * (1 + DIGIT_LOSS_WEIGHT * masks)
 
     return mix.enumerate().map(noised, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -415,8 +415,9 @@ def load_run_models(run_dir):
 def draw_files(run_dir, prompts, out_dir=None, seed=0):
     """Captions -> PNG files drawn by a text-to-image run's model, at the run's sampler settings, each
     with the caption of what the run's judge sees in it. Written to `out_dir` (default RUN_DIR/predictions)."""
-    for prompt in prompts:
-        unknown = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in captions.VOCABULARY]
+    words = [re.findall(r"[a-z]+", prompt.lower()) for prompt in prompts]
+    for prompt, prompt_words in zip(prompts, words):
+        unknown = [w for w in prompt_words if w not in captions.VOCABULARY]
         if unknown or not prompt.strip():
             raise UserError(f"caption {prompt!r}: the model knows only the words {' '.join(captions.VOCABULARY)}"
                             + (f"; not {', '.join(unknown)}." if unknown else "."))
@@ -430,7 +431,7 @@ def draw_files(run_dir, prompts, out_dir=None, seed=0):
     os.makedirs(out_dir, exist_ok=True)
     results = []
     for i, prompt in enumerate(prompts):
-        path = os.path.join(out_dir, f"{'_'.join(re.findall(r'[a-z]+', prompt.lower()))}-{seed}-{i}.png")
+        path = os.path.join(out_dir, f"{'_'.join(words[i])}-{seed}-{i}.png")
         train.write_atomically(path, lambda tmp: keras.utils.save_img(tmp, images[i], scale=False))
         results.append({"caption": prompt, "image_png": path,
                         "judge_sees": captions.caption(*(int(np.argmax(seen[k][i])) for k in captions.ATTRIBUTES))})
