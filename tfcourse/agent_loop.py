@@ -217,7 +217,11 @@ class ScriptedBackend:
 
 class CausalLMBackend:
     """A KerasHub CausalLM as the agent's model: a Gemma instruct preset, or the course's small model.
-    Greedy decoding, stopped at the end of the model's turn."""
+    Greedy decoding, stopped at the end of the model's turn. The generation length is rounded up to
+    a multiple of LENGTH_STEP, so chats of similar lengths share one traced generate function: the
+    reply has room for at least `max_new_tokens`."""
+
+    LENGTH_STEP = 128
 
     def __init__(self, causal_lm, max_new_tokens=96):
         self.causal_lm, self.max_new_tokens = causal_lm, max_new_tokens
@@ -227,6 +231,6 @@ class CausalLMBackend:
 
     def __call__(self, chat):
         prompt_length = int(self.tokenizer(chat).shape[0]) + 1  # + the start token
-        reply = self.causal_lm.generate(chat, max_length=prompt_length + self.max_new_tokens,
-                                        stop_token_ids=[self.end_of_turn], strip_prompt=True)
+        max_length = -(-(prompt_length + self.max_new_tokens) // self.LENGTH_STEP) * self.LENGTH_STEP
+        reply = self.causal_lm.generate(chat, max_length=max_length, stop_token_ids=[self.end_of_turn], strip_prompt=True)
         return reply.split(END_TURN, 1)[0].strip()

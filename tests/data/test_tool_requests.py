@@ -6,10 +6,6 @@ import pytest
 from tfcourse import UserError, agent_loop, agent_tools
 from tfcourse.data import tool_requests
 
-CLASSES = {"classify_sound": ["dog", "rain", "crying_baby"], "classify_leaf": ["scab", "black_rot", "healthy"],
-           "detect_pose": ["tree", "warrior", "chair", "cobra"]}
-
-
 def _files(split):
     return {kind: [f"{kind}/{split}_{i}.{'wav' if kind == 'audio' else 'jpg'}" for i in range(5)]
             for kind in tool_requests.FILE_KINDS.values()}
@@ -20,8 +16,8 @@ def _tools():
 
 
 def test_held_out_requests_share_no_template_file_box_or_caption_with_training():
-    train = tool_requests.conversations(400, _files("train"), CLASSES, held_out=False, seed=0)
-    test = tool_requests.conversations(200, _files("test"), CLASSES, held_out=True, seed=1)
+    train = tool_requests.conversations(400, _files("train"), held_out=False, seed=0)
+    test = tool_requests.conversations(200, _files("test"), held_out=True, seed=1)
     seen = len(tool_requests.TEMPLATES["segment"]) - tool_requests.HELD_OUT_TEMPLATES
     assert {c.template for c in train} == set(range(seen)) and {c.template for c in test} == {seen, seen + 1}
     for field in ("audio", "image", "caption"):
@@ -35,7 +31,7 @@ def test_held_out_requests_share_no_template_file_box_or_caption_with_training()
 
 def test_a_conversation_is_a_valid_call_then_an_answer_read_from_the_observation(tmp_path):
     tools = _tools()
-    for c in tool_requests.conversations(20, _files("train"), CLASSES, held_out=False, seed=0):
+    for c in tool_requests.conversations(20, _files("train"), held_out=False, seed=0):
         user, call, observation, answer = c.messages(tools)
         assert user["content"].startswith(agent_loop.system_prompt(tools)) and user["content"].endswith(c.request)
         turn = agent_loop.parse_turn(call["content"])
@@ -46,19 +42,23 @@ def test_a_conversation_is_a_valid_call_then_an_answer_read_from_the_observation
         assert agent_loop.parse_turn(answer["content"]) == {"answer": c.answer}
         if "top_k" in c.observation:
             best = c.observation["top_k"][0]
-            assert best["class"] in CLASSES[c.tool] and best["class"] in c.answer
+            assert f"{best['class']} (probability {best['probability']})" in c.answer
             assert best["probability"] == max(k["probability"] for k in c.observation["top_k"])
         else:
             assert next(v for k, v in c.observation.items() if k.endswith("_png")) in c.answer
-    assert tool_requests.answer_for("segment", {"mask_fraction": 0.125, "mask_png": "m.png"}) == \
-        "The object covers 12.5% of the image; its mask is m.png."
+    # Class names are made up per conversation: the answer can only be copied from the observation
+    names = [c.observation["top_k"][0]["class"] for c in tool_requests.conversations(
+        60, _files("train"), held_out=False, seed=0) if "top_k" in c.observation]
+    assert len(set(names)) == len(names) == 36
+    assert tool_requests.answer_for("segment", {"mask_fraction": 0.125, "mask_png": "outputs/m.mask.png"}) == \
+        "The mask covers a fraction 0.125 of the image: outputs/m.mask.png."
 
 
 def test_missing_files_are_named():
     files = _files("train")
     files["leaf"] = []
     with pytest.raises(UserError, match="no leaf files"):
-        tool_requests.conversations(5, files, CLASSES, held_out=False, seed=0)
+        tool_requests.conversations(5, files, held_out=False, seed=0)
 
 
 def test_random_file_names_are_many_distinct_and_of_each_kind():

@@ -69,11 +69,11 @@ TEMPLATES = {
     ],
 }
 FILE_KINDS = {"classify_sound": "audio", "classify_leaf": "leaf", "detect_pose": "person", "segment": "photo"}
-ANSWERS = {
-    "classify_sound": "The sound is most likely {top} (probability {probability:.2f}).",
-    "classify_leaf": "The leaf most likely shows {top} (probability {probability:.2f}).",
-    "detect_pose": "The pose is most likely {top} (probability {probability:.2f}).",
-    "segment": "The object covers {fraction:.1%} of the image; its mask is {mask_png}.",
+ANSWERS = {  # every value is copied from the observation as written there
+    "classify_sound": "The sound is most likely {top} (probability {probability}).",
+    "classify_leaf": "The leaf most likely shows {top} (probability {probability}).",
+    "detect_pose": "The pose is most likely {top} (probability {probability}).",
+    "segment": "The mask covers a fraction {mask_fraction} of the image: {mask_png}.",
     "generate_image": "Here is the image: {image_png}.",
 }
 
@@ -98,18 +98,15 @@ class Conversation:
 
 def answer_for(tool, result):
     """The final answer the agent gives from a tool's result (the same words for real tools)."""
-    if tool in ("classify_sound", "classify_leaf", "detect_pose"):
+    if "top_k" in result:
         best = result["top_k"][0]
         return ANSWERS[tool].format(top=best["class"], probability=best["probability"])
-    if tool == "segment":
-        return ANSWERS[tool].format(fraction=result["mask_fraction"], mask_png=result["mask_png"])
-    return ANSWERS[tool].format(image_png=result["image_png"])
+    return ANSWERS[tool].format(**result)
 
 
-def conversations(count, files, class_names, held_out, seed):
-    """`count` conversations over the five tools in turn. `files` {kind: [paths]} for the kinds in
-    FILE_KINDS, `class_names` {tool: [names]} for the classifiers; `held_out` picks the held-out
-    templates, boxes and captions instead of the training ones."""
+def conversations(count, files, held_out, seed):
+    """`count` conversations over the five tools in turn, about `files` {kind: [paths]} (the kinds in
+    FILE_KINDS); `held_out` picks the held-out templates, boxes and captions instead of the training ones."""
     rng = np.random.default_rng(seed)
     for kind in FILE_KINDS.values():
         if not files.get(kind):
@@ -130,20 +127,23 @@ def conversations(count, files, class_names, held_out, seed):
             fill["box"] = json.dumps(arguments["box"])
         if tool == "generate_image":
             arguments["caption"] = fill["caption"] = str(rng.choice(captions))
-        observation = fake_observation(tool, arguments, class_names, rng)
+        observation = fake_observation(tool, arguments, rng)
         out.append(Conversation(TEMPLATES[tool][template].format(**fill), tool, arguments, observation,
                                 answer_for(tool, observation), template))
     return out
 
 
 def random_file_names(count, seed):
-    """{kind: `count` made-up paths} for training conversations: random letters and digits, so the
-    model can only get a file argument right by copying it from the request, not by recalling it."""
+    """{kind: `count` made-up paths}: random letters and digits, so the model can only get a file
+    argument right by copying it from the request, not by recalling it."""
     rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789_-"))
     extension = {"audio": "wav"}
-    return {kind: [f"{kind}/{''.join(rng.choice(letters, rng.integers(3, 12)))}.{extension.get(kind, 'jpg')}"
-                   for _ in range(count)] for kind in FILE_KINDS.values()}
+    return {kind: [f"{kind}/{random_word(rng)}.{extension.get(kind, 'jpg')}" for _ in range(count)]
+            for kind in FILE_KINDS.values()}
+
+
+def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-"):
+    return "".join(rng.choice(list(letters), int(rng.integers(3, 12))))
 
 
 def random_box(rng, held_out):
@@ -162,15 +162,16 @@ def split_captions(held_out):
     return chosen
 
 
-def fake_observation(tool, arguments, class_names, rng):
-    """A result shaped like the real tool's, with made-up values (the answer is read from it)."""
-    if tool in class_names:
-        names = rng.permutation(class_names[tool])[:3]
-        probabilities = np.sort(rng.dirichlet(np.ones(len(names)) * 0.5))[::-1]
-        return {"top_k": [{"class": str(n), "probability": round(float(p), 4)} for n, p in zip(names, probabilities)]}
-    stem = f"predictions/{int(rng.integers(0, 10000)):04d}"
-    if tool == "segment":
-        return {"mask_fraction": round(float(rng.uniform(0.01, 0.6)), 4), "mask_png": f"{stem}.mask.png"}
-    if tool == "generate_image":  # as text_to_image.draw_files: the file, and what the run's judge sees in it
-        return {"image_png": f"{stem}.png", "judge_sees": str(rng.choice(split_captions(False) + split_captions(True)))}
-    raise UserError(f"no class names for the tool {tool!r}.")
+def fake_observation(tool, arguments, rng):
+    """A result shaped like the real tool's (agent_tools.runners), with made-up values: made-up class
+    names too, so the answer can only be right by copying it from the observation."""
+    if tool in ("classify_sound", "classify_leaf", "detect_pose"):
+        probabilities = np.sort(rng.dirichlet(np.ones(3) * 0.5))[::-1]
+        return {"top_k": [{"class": random_word(rng, "abcdefghijklmnopqrstuvwxyz_"), "probability": round(float(p), 4)}
+                          for p in probabilities]}
+    if tool == "segment":  # as segment_anything.segment_files names its masks
+        stem = arguments["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return {"mask_fraction": round(float(rng.uniform(0.01, 0.6)), 4), "mask_png": f"outputs/{stem}.mask.png"}
+    # as text_to_image.draw_files: the file, and what the run's judge sees in it
+    return {"image_png": f"outputs/{arguments['caption'].replace(' ', '_')}-0-0.png",
+            "judge_sees": str(rng.choice(split_captions(False) + split_captions(True)))}

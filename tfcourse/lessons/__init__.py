@@ -59,6 +59,10 @@ LESSONS = {
         "cascaded_diffusion",
         "DeepFloyd IF in miniature: a 32 px base and a x2 super-resolution diffusion stage; FID vs one stage, noise augmentation.",
     ),
+    "agent": (
+        "agent",
+        "A tool-using agent: a KerasHub Gemma calls the course's exported models as tools; a tiny one fine-tuned here.",
+    ),
     "crop-disease": (
         "crop_disease",
         "Leaf disease classification: pretrained backbone frozen, then fine-tuned, vs scratch; TFLite export.",
