@@ -16,11 +16,11 @@ def _tools(log):
 
     return {
         "classify_leaf": Tool("classify_leaf", "The disease on an apple leaf photo.",
-                              (Argument("image", "file", "the leaf photo"),), classify),
+                              (Argument("image", "file"),), classify),
         "segment": Tool("segment", "The mask of the object in a box.",
-                        (Argument("image", "file", "the photo"), Argument("box", "box", "around the object")),
+                        (Argument("image", "file"), Argument("box", "box")),
                         lambda image, box: {"box": box}),
-        "generate_image": Tool("generate_image", "Draws a caption.", (Argument("caption", "text", "what to draw"),),
+        "generate_image": Tool("generate_image", "Draws a caption.", (Argument("caption", "text"),),
                                lambda caption: {"caption": caption}),
     }
 
@@ -50,7 +50,8 @@ def test_a_call_runs_its_tool_and_the_answer_ends_the_transcript(folders, tmp_pa
     assert transcript.events[0]["observation"]["result"]["top_k"][0]["class"] == "scab"
     # The model saw the tools with typed arguments, then the observation of its call, in Gemma's turns
     first, second = backend.prompts
-    assert "- segment: The mask of the object in a box. Arguments: image (file): the photo, box (box): " in first
+    assert "- segment(image: file, box: box): The mask of the object in a box.\n" in first
+    assert "Types: file = a file's path, as the request writes it; box = [x0, y0, x1, y1], pixels" in first
     assert first.startswith("<start_of_turn>user\n") and first.endswith("<start_of_turn>model\n")
     assert second.startswith(first) and '<start_of_turn>user\nObservation: {"result": {"top_k"' in second
 
@@ -67,7 +68,7 @@ def test_a_call_runs_its_tool_and_the_answer_ends_the_transcript(folders, tmp_pa
     (_call("classify", image="leaves/scab.jpg"), "no tool 'classify'; the tools are classify_leaf, segment, generate_image"),
     (_call("segment", image="leaves/scab.jpg"), "missing ['box']"),
     (_call("classify_leaf", image="leaves/scab.jpg", top_k=3), "unknown ['top_k']"),
-    (_call("classify_leaf", image=3), "must be a path"),
+    (_call("classify_leaf", image=3), "must be a file's path"),
     (_call("generate_image", caption="  "), "must be a non-empty string"),
     (_call("segment", image="leaves/scab.jpg", box=[1, 2, 3]), "must be [x0, y0, x1, y1]"),
     (_call("segment", image="leaves/scab.jpg", box=[5, 2, 3, 4]), "x0 < x1"),

@@ -24,7 +24,7 @@ from tfcourse import UserError, train
 
 START_TURN, END_TURN = "<start_of_turn>", "<end_of_turn>"
 ARGUMENT_TYPES = {
-    "file": "a path to a file inside the allowed folders",
+    "file": "a file's path, as the request writes it",
     "text": "a non-empty string",
     "box": "[x0, y0, x1, y1], pixels, x0 < x1 and y0 < y1",
 }
@@ -35,7 +35,6 @@ TOOL_ERRORS = (UserError, OSError, ValueError)  # a tool that fails with one of 
 class Argument:
     name: str
     type: typing.Literal[tuple(ARGUMENT_TYPES)]
-    description: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +55,15 @@ class CallError(ValueError):
 
 
 def system_prompt(tools):
-    lines = ["You can use these tools. Reply with one JSON object per turn: "
-             '{"tool": NAME, "arguments": {...}} to call a tool, or {"answer": TEXT} to finish.', ""]
+    """The tools, each with its typed arguments, and the reply format. Short: a small model reads it
+    at every step."""
+    lines = ['Reply with one JSON object per turn: {"tool": NAME, "arguments": {...}} to call a tool, '
+             'or {"answer": TEXT} to finish. The tools:']
     for tool in tools.values():
-        arguments = ", ".join(f"{a.name} ({a.type}): {a.description}" for a in tool.arguments)
-        lines.append(f"- {tool.name}: {tool.description} Arguments: {arguments}.")
+        arguments = ", ".join(f"{a.name}: {a.type}" for a in tool.arguments)
+        lines.append(f"- {tool.name}({arguments}): {tool.description}")
+    used = dict.fromkeys(a.type for tool in tools.values() for a in tool.arguments)
+    lines.append("Types: " + "; ".join(f"{kind} = {ARGUMENT_TYPES[kind]}" for kind in used) + ".")
     return "\n".join(lines)
 
 

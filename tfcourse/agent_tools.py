@@ -9,16 +9,11 @@ from tfcourse import UserError
 from tfcourse.agent_loop import Argument, Tool
 
 SIGNATURES = {
-    "classify_sound": ("The sound class of a 16 kHz WAV recording (YAMNet transfer).",
-                       (Argument("audio", "file", "the WAV file"),)),
-    "classify_leaf": ("The disease, or healthy, of an apple leaf photo (crop-disease model).",
-                      (Argument("image", "file", "the leaf photo"),)),
-    "detect_pose": ("The yoga pose of the person in a photo (MoveNet keypoints and a classifier).",
-                    (Argument("image", "file", "the photo of a person"),)),
-    "segment": ("The mask of the object inside a box in a photo (Segment Anything).",
-                (Argument("image", "file", "the photo"), Argument("box", "box", "around the object"))),
-    "generate_image": ("An image drawn from a caption such as 'a red seven on the left' (text-to-image model).",
-                       (Argument("caption", "text", "what to draw"),)),
+    "classify_sound": ("the sound class of a WAV recording.", (Argument("audio", "file"),)),
+    "classify_leaf": ("the disease, or healthy, of an apple leaf photo.", (Argument("image", "file"),)),
+    "detect_pose": ("the yoga pose of the person in a photo.", (Argument("image", "file"),)),
+    "segment": ("the mask of the object inside a box in a photo.", (Argument("image", "file"), Argument("box", "box"))),
+    "generate_image": ("an image drawn from a caption such as 'a red seven on the left'.", (Argument("caption", "text"),)),
 }
 LESSON_OF_TOOL = {"classify_sound": "sound-yamnet", "classify_leaf": "crop-disease", "detect_pose": "pose",
                   "segment": "segment-anything", "generate_image": "text-to-image"}
