@@ -42,6 +42,10 @@ def test_a_tiny_gemma_learns_a_reply_the_backend_returns_and_reloads_from_keras(
     np.testing.assert_allclose(lm.backbone(inputs), again.backbone(inputs), atol=1e-6)
     assert agent_loop.CausalLMBackend(again, max_new_tokens=64)(CHAT) == REPLY
 
+    # A preset folder loads through model.preset as a KerasHub preset does
+    lm.save_to_preset(str(tmp_path / "preset"))
+    assert agent_loop.CausalLMBackend(language.from_preset(str(tmp_path / "preset")), max_new_tokens=64)(CHAT) == REPLY
+
 
 def test_an_unknown_preset_is_named_with_the_choices():
     with pytest.raises(UserError, match="'gemma_huge'.*gemma3_instruct_1b"):

@@ -147,9 +147,10 @@ def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-"):
 
 
 def random_box(rng, held_out):
-    """[x0, y0, x1, y1] in whole pixels; held-out boxes have odd x0, training ones even."""
-    x0, y0 = 2 * int(rng.integers(0, 60)) + int(held_out), int(rng.integers(0, 120))
-    return [x0, y0, x0 + int(rng.integers(20, 100)), y0 + int(rng.integers(20, 100))]
+    """[x0, y0, x1, y1] in whole pixels, inside 148 x 148 (so inside any photo at least that big);
+    held-out boxes have odd x0, training ones even."""
+    x0, y0 = 2 * int(rng.integers(0, 30)) + int(held_out), int(rng.integers(0, 60))
+    return [x0, y0, x0 + int(rng.integers(20, 89)), y0 + int(rng.integers(20, 89))]
 
 
 def split_captions(held_out):

@@ -173,11 +173,11 @@ def _listed(kind, folder):
 
 
 def _synthetic_files(kind, count, rng):
-    """Noise: [(suffix, bytes)] of one second of 16 kHz audio, or of a 96 px image."""
+    """Noise: [(suffix, bytes)] of one second of 16 kHz audio, or of a 160 px image (boxes fit in 148 px)."""
     if kind == "audio":
         waves = rng.uniform(-0.3, 0.3, (count, 16000, 1)).astype("float32")
         return [(".wav", tf.audio.encode_wav(w, 16000).numpy()) for w in waves]
-    return [(".png", tf.io.encode_png(image).numpy()) for image in rng.integers(0, 256, (count, 96, 96, 3), dtype=np.uint8)]
+    return [(".png", tf.io.encode_png(image).numpy()) for image in rng.integers(0, 256, (count, 160, 160, 3), dtype=np.uint8)]
 
 
 # ## The small model: a tokenizer and a tiny Gemma, fine-tuned on the model's turns

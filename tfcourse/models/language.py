@@ -2,6 +2,7 @@
 Gemma of the same classes with a SentencePiece tokenizer trained here, on the course's own text."""
 
 import io
+import os
 
 import keras_hub
 import numpy as np
@@ -70,7 +71,10 @@ def tiny_gemma(proto, sequence_length, num_layers=2, hidden_dim=128, num_heads=4
 
 
 def from_preset(name):
-    """A KerasHub instruct preset (downloaded from Kaggle once, then cached)."""
+    """A KerasHub instruct preset (downloaded from Kaggle once, then cached), or a local preset folder
+    (`save_to_preset`). Presets hold code configs and weights: load only ones you trust."""
+    if os.path.isdir(name):
+        return keras_hub.models.CausalLM.from_preset(name)
     if name not in PRESETS:
-        raise UserError(f"model.preset = {name!r}: choose one of {sorted(PRESETS)} (memory: {PRESETS}).")
+        raise UserError(f"model.preset = {name!r}: not a folder; choose one of {sorted(PRESETS)} (memory: {PRESETS}).")
     return keras_hub.models.CausalLM.from_preset(name)
