@@ -671,3 +671,53 @@ class SAMExport:
             prompts, kind = {"points": padded_points, "labels": padded_labels}, "points"
         outputs = self._signatures[kind](image_embeddings=np.asarray(embedding, "float32"), **prompts)
         return {name: np.asarray(outputs[name]) for name in ("masks", "iou_pred")}
+
+
+def export_causal_lm(causal_lm, run_dir, chats):
+    """A causal LM's next-token logits as a SavedModel and a float32 TFLite model, with the
+    tokenizer's SentencePiece model beside them; checked against Keras on `chats`, then kept.
+
+    Each takes token_ids and padding_mask, int32 [1, sequence_length] (the chat left-aligned,
+    as the preprocessor pads it), and gives logits [1, sequence_length, vocabulary]: greedy decoding
+    runs it again on the longer prefix for each new token (no cache in the export)."""
+    preprocessor, length = causal_lm.preprocessor, causal_lm.preprocessor.sequence_length
+    spec = [tf.TensorSpec([1, length], tf.int32, name="token_ids"), tf.TensorSpec([1, length], tf.int32, name="padding_mask")]
+
+    def logits(token_ids, padding_mask):
+        return causal_lm({"token_ids": tf.convert_to_tensor(token_ids), "padding_mask": tf.cast(padding_mask, "bool")})
+
+    inputs = [preprocessor.generate_preprocess([chat], sequence_length=length) for chat in chats]
+    inputs = [(np.asarray(x["token_ids"], np.int32), np.asarray(x["padding_mask"], np.int32)) for x in inputs]
+    reference = [np.asarray(logits(*x)) for x in inputs]
+    tmp_dir, final_dir = _fresh_export_dir(run_dir)
+    archive = keras.export.ExportArchive()
+    archive.track(causal_lm)
+    archive.add_endpoint("serve", logits, input_signature=spec)
+    saved_model_dir = os.path.join(tmp_dir, "saved_model")
+    archive.write_out(saved_model_dir, verbose=False)
+    loaded = tf.saved_model.load(saved_model_dir)
+    metrics = {"sequence_length": length, "chats": len(chats),
+               "saved_model": _logits_metrics([loaded.serve(*x).numpy() for x in inputs], reference, inputs, saved_model_dir)}
+    _check(metrics["saved_model"]["max_abs_diff"] <= SAVED_MODEL_TOLERANCE, "saved_model", metrics, tmp_dir)
+    path = os.path.join(tmp_dir, _FORMAT_FILES["tflite"])
+    with open(path, "wb") as f:
+        f.write(convert_tflite(saved_model_dir, "float32"))
+    interpreter = _tflite_interpreter(path)
+    runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
+    output = [next(iter(runner(token_ids=ids, padding_mask=mask).values())) for ids, mask in inputs]
+    metrics["float32"] = _logits_metrics(output, reference, inputs, path)
+    _check(metrics["float32"]["max_abs_diff"] <= FLOAT_TFLITE_TOLERANCE, "float32", metrics, tmp_dir)
+    with open(os.path.join(tmp_dir, "tokenizer.model"), "wb") as f:
+        f.write(preprocessor.tokenizer.proto)
+    _write_metrics(metrics, tmp_dir)
+    _replace_dir(tmp_dir, final_dir)
+    return metrics
+
+
+def _logits_metrics(logits, reference, inputs, path):
+    """Over the chats' real tokens: the largest logit difference, and how often the greedy next token agrees."""
+    real = [mask[0].astype(bool) for _, mask in inputs]
+    ours = np.concatenate([l[0][r] for l, r in zip(logits, real)])
+    theirs = np.concatenate([l[0][r] for l, r in zip(reference, real)])
+    return {"max_abs_diff": float(np.abs(ours - theirs).max()),
+            "next_token_agreement": float(np.mean(ours.argmax(-1) == theirs.argmax(-1))), "size_bytes": _size(path)}

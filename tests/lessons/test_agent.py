@@ -34,7 +34,12 @@ def test_smoke_run_scores_every_held_out_request_and_keeps_a_reloadable_model(sm
     transcripts = sorted(f for f in os.listdir(os.path.join(run_dir, "transcripts")) if f.endswith(".json"))
     assert len(transcripts) == 10 and sum(report["outcomes"].values()) >= 10
     assert "tiny Gemma trained here" in report["note"] and "noise files" in report["note"]
-    assert report["model"]["parameters"] > 0 and report["export"]["reloaded_replies_identical"] == 3
+    assert report["model"]["parameters"] > 0 and report["export"]["keras"]["reloaded_replies_identical"] == 3
+    # The next-token logits as SavedModel and TFLite, checked against Keras on three chats
+    for name in ("saved_model/saved_model.pb", "model_float32.tflite", "tokenizer.model", "export_metrics.json"):
+        assert os.path.exists(os.path.join(run_dir, "export", name)), name
+    for variant in ("saved_model", "float32"):
+        assert report["export"][variant]["max_abs_diff"] <= 1e-4 and report["export"][variant]["next_token_agreement"] == 1.0
     reloaded = keras.saving.load_model(os.path.join(run_dir, agent.MODEL_FILE))  # safe mode
     assert reloaded.preprocessor.tokenizer.token_to_id(agent_loop.END_TURN) > 3
     # Held-out requests name files copied into the inbox under names no training request used

@@ -78,6 +78,9 @@ ANSWERS = {  # every value is copied from the observation as written there
 }
 
 
+CLASS_NAME_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"  # real ones: "dog", "Apple___Black_rot"
+
+
 @dataclasses.dataclass
 class Conversation:
     request: str
@@ -142,8 +145,8 @@ def random_file_names(count, seed):
             for kind in FILE_KINDS.values()}
 
 
-def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-"):
-    return "".join(rng.choice(list(letters), int(rng.integers(3, 12))))
+def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-", longest=11):
+    return "".join(rng.choice(list(letters), int(rng.integers(3, longest + 1))))
 
 
 def random_box(rng, held_out):
@@ -168,7 +171,7 @@ def fake_observation(tool, arguments, rng):
     names too, so the answer can only be right by copying it from the observation."""
     if tool in ("classify_sound", "classify_leaf", "detect_pose"):
         probabilities = np.sort(rng.dirichlet(np.ones(3) * 0.5))[::-1]
-        return {"top_k": [{"class": random_word(rng, "abcdefghijklmnopqrstuvwxyz_"), "probability": round(float(p), 4)}
+        return {"top_k": [{"class": random_word(rng, CLASS_NAME_LETTERS, longest=26), "probability": round(float(p), 4)}
                           for p in probabilities]}
     if tool == "segment":  # as segment_anything.segment_files names its masks
         stem = arguments["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0]

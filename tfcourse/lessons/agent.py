@@ -24,6 +24,10 @@ Three rates on held-out requests, each from the same agent runs:
   tool's arguments with the right types, a file inside the allowed folder);
 - right: that call is the expected tool with exactly the request's arguments;
 - end to end: with the real tools, the loop ends in the answer the expected call's real result gives.
+
+The fine-tuned model is kept as RUN_DIR/agent_lm.keras (tokenizer inside), and its next-token
+logits as a SavedModel and a float32 TFLite model in RUN_DIR/export with tokenizer.model, each
+checked against Keras before it is kept.
 """
 
 import dataclasses
@@ -35,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcourse import UserError, agent_loop, agent_tools, runs, train, viz
+from tfcourse import UserError, agent_loop, agent_tools, export, runs, train, viz
 from tfcourse.data import tool_requests
 from tfcourse.models import language
 
@@ -311,10 +315,10 @@ def run(config, run_dir):
     measured = rates(scores, test_set)
 
     # 4. The fine-tuned model, kept only if it reloads (safe mode) and answers as before.
-    export_check = None
+    exported = None
     if not m.preset:
         with timings("export"):
-            export_check = keep_model(causal_lm, run_dir, [c.request for c in test_set[:3]], tools, a.max_new_tokens)
+            exported = keep_model(causal_lm, run_dir, [c.request for c in test_set[:3]], tools, a.max_new_tokens)
 
     report = {
         "lesson": "agent",
@@ -331,7 +335,7 @@ def run(config, run_dir):
         "rates": measured,
         "outcomes": {kind: sum(e["kind"] == kind for s in _events(transcripts_dir) for e in s)
                      for kind in ("call", "answer", "invalid", "tool_error")},
-        "export": export_check,
+        "export": exported,
         "timings_seconds": dict(timings),
     }
     if history:
@@ -344,7 +348,8 @@ def run(config, run_dir):
 
 def keep_model(causal_lm, run_dir, requests, tools, max_new_tokens):
     """Saves the causal LM (tokenizer inside) to RUN_DIR/agent_lm.keras through a temporary file,
-    after checking that the reloaded model writes the same first turn to `requests`."""
+    after checking that the reloaded model writes the same first turn to `requests`; then exports
+    its next-token logits (SavedModel and TFLite, checked against Keras on the same chats)."""
     path = os.path.join(run_dir, MODEL_FILE)
     chats = [agent_loop.chat_text([{"role": "user", "content": f"{agent_loop.system_prompt(tools)}\n\n{r}"}]) for r in requests]
     before = [agent_loop.CausalLMBackend(causal_lm, max_new_tokens)(chat) for chat in chats]
@@ -357,7 +362,8 @@ def keep_model(causal_lm, run_dir, requests, tools, max_new_tokens):
             raise RuntimeError(f"the reloaded agent model answers differently: {after} != {before}")
 
     train.write_atomically(path, save_checked)
-    return {"file": MODEL_FILE, "reloaded_replies_identical": len(requests)}
+    return {"keras": {"file": MODEL_FILE, "reloaded_replies_identical": len(requests)},
+            **export.export_causal_lm(causal_lm, run_dir, [chat + reply for chat, reply in zip(chats, before)])}
 
 
 def _events(transcripts_dir):
