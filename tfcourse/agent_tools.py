@@ -2,10 +2,9 @@
 directory another lesson exported, through the same functions as `tfcourse predict`: exported
 models are programs, so only point the agent at runs you trust."""
 
-import json
 import os
 
-from tfcourse import UserError
+from tfcourse import UserError, runs
 from tfcourse.agent_loop import Argument, Tool
 
 SIGNATURES = {
@@ -62,13 +61,10 @@ def runners(runs, run_dir):
 
 def check_run(tool, path):
     """A tool's run must be a finished run of the lesson that tool wraps."""
-    lesson = LESSON_OF_TOOL[tool]
-    report = os.path.join(path, "report.json")
-    if not os.path.isfile(report):
-        raise UserError(f"tools.{tool} = {path!r} is not a finished run (no report.json); make one with "
+    lesson, written_by = LESSON_OF_TOOL[tool], runs.lesson_of(path)
+    if written_by is None:
+        raise UserError(f"tools.{tool} = {path!r} is not a finished run (no readable report.json); make one with "
                         f"`tfcourse run {lesson} --out {path}`.")
-    with open(report) as f:
-        written_by = json.load(f).get("lesson")
     if written_by != lesson:
         raise UserError(f"tools.{tool} = {path!r} is a {written_by} run; {tool} needs a {lesson} run.")
 

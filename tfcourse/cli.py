@@ -1,4 +1,4 @@
-"""The `tfcourse` command: list, run, evaluate and predict.
+"""The `tfcourse` command: list, run, evaluate, predict, explain, bench and ask.
 
     tfcourse list
     tfcourse run LESSON [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
@@ -7,6 +7,7 @@
     tfcourse predict SEGMENT_ANYTHING_RUN IMAGE... (--box X0,Y0,X1,Y1 | --point X,Y[,LABEL] ...) [--out DIR]
     tfcourse explain RUN_DIR IMAGE... [--out DIR] [--layers NAME ...] [--methods vanilla smoothgrad gradcam]
     tfcourse bench [--config FILE] [--set key=value ...] [--smoke] [--out DIR]
+    tfcourse ask AGENT_RUN "REQUEST" [--folder DIR ...]
 
 Bad input exits with status 2 and a one-paragraph message naming what was wrong.
 """
@@ -75,6 +76,14 @@ def _parser():
                        help="a dotted override, e.g. --set bench.latency_calls=50 (repeatable)")
     bench.add_argument("--smoke", action="store_true", help="synthetic images and a tiny random model")
     bench.add_argument("--out", help="where bench.json and bench.md go (default: saved_models/bench)")
+    ask = commands.add_parser(
+        "ask", help="ask an agent run's model a request; it calls the run's tools",
+        description="Loads the run's language model (safe mode) and its tools' exports: only use runs you trust.")
+    ask.add_argument("run_dir", help="a directory written by `tfcourse run agent`")
+    ask.add_argument("request", help='e.g. "Is the leaf in leaf/my_photo.jpg healthy?"')
+    ask.add_argument("--folder", dest="folders", action="append", default=[],
+                     help="a folder the agent may read files from (repeatable; default: RUN_DIR/inbox); "
+                          "paths in the request are relative to the first")
     return parser
 
 
@@ -110,6 +119,11 @@ def main(argv=None):
             explain_run(args)
         elif args.command == "bench":
             run_bench(args)
+        elif args.command == "ask":
+            from tfcourse.lessons import agent
+
+            transcript = agent.ask(args.run_dir, args.request, args.folders)
+            print(transcript.answer if transcript.outcome == "answer" else f"No answer within {len(transcript.events)} steps.")
     except UserError as error:
         print(f"tfcourse {args.command}: {error}", file=sys.stderr)
         return 2
@@ -184,12 +198,9 @@ def evaluate_run(run_dir, data_path, fmt):
 def _lesson_of_run(run_dir):
     """The lesson module that wrote `run_dir`'s report.json, or None."""
     from tfcourse.lessons import load_lesson
+    from tfcourse.runs import lesson_of
 
-    try:
-        with open(os.path.join(run_dir, "report.json")) as f:
-            name = json.load(f).get("lesson")
-    except (OSError, ValueError, AttributeError):
-        return None
+    name = lesson_of(run_dir)
     return load_lesson(name) if name in LESSONS else None
 
 

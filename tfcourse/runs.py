@@ -41,6 +41,15 @@ def prepare_run_dir(run_dir, config_dict):
     return os.path.join(run_dir, CHECKPOINTS)
 
 
+def lesson_of(run_dir):
+    """The name of the lesson whose finished run `run_dir` is (from its report.json), or None."""
+    try:
+        with open(os.path.join(run_dir, "report.json")) as f:
+            return json.load(f).get("lesson")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def write_report(run_dir, report, summary_markdown):
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write(summary_markdown)

@@ -4,7 +4,7 @@ import os
 import keras
 import pytest
 
-from tfcourse import UserError, agent_loop, agent_tools, config
+from tfcourse import UserError, agent_loop, agent_tools, cli, config
 from tfcourse.data import tool_requests
 from tfcourse.lessons import agent, sound_yamnet
 
@@ -107,3 +107,15 @@ def test_bad_settings_are_refused_with_the_key_named():
         config.load(agent.Config, overrides=["model.hidden_dim=100", "model.num_heads=3"])
     with pytest.raises(UserError, match="agent.max_steps"):
         config.load(agent.Config, overrides=["agent.max_steps=0"])
+
+
+def test_ask_runs_the_agent_of_a_run_on_a_request_and_saves_the_transcript(smoke, capsys, tmp_path):
+    run_dir, _, _ = smoke
+    clip = sorted(os.listdir(os.path.join(run_dir, "inbox", "audio")))[0]
+    assert cli.main(["ask", run_dir, f"What is making the sound in audio/{clip}?"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.load(open(os.path.join(run_dir, "asked", "0000.json")))
+    assert saved["request"] == f"What is making the sound in audio/{clip}?" and f"[1] {saved['events'][0]['reply'].strip()}" in printed
+    assert cli.main(["ask", str(tmp_path), "Draw a red one."]) == 2
+    assert "is not a finished agent run" in capsys.readouterr().err
+    assert cli.main(["ask", run_dir, "Draw a red one.", "--folder", str(tmp_path / "none")]) == 2

@@ -366,6 +366,34 @@ def keep_model(causal_lm, run_dir, requests, tools, max_new_tokens):
             **export.export_causal_lm(causal_lm, run_dir, [chat + reply for chat, reply in zip(chats, before)])}
 
 
+def ask(run_dir, request, folders=()):
+    """`tfcourse ask`: the run's agent (its fine-tuned model, or its preset) on one request of yours,
+    with the run's tools, reading files only inside `folders` (default: the run's inbox). Prints the
+    transcript and saves it to RUN_DIR/asked/. The model and the tools' exports are programs: only
+    use runs you trust."""
+    from tfcourse.config import load as load_config
+
+    if runs.lesson_of(run_dir) != "agent":
+        raise UserError(f"{run_dir!r} is not a finished agent run: `tfcourse run agent --out DIR` writes one.")
+    config = load_config(Config, os.path.join(run_dir, "config.yaml"))
+    if config.model.preset:
+        causal_lm = language.from_preset(config.model.preset)
+    else:
+        causal_lm = keras.saving.load_model(os.path.join(run_dir, MODEL_FILE))  # safe mode
+    tools = agent_tools.tools(agent_tools.runners({name: getattr(config.tools, name) for name in agent_tools.SIGNATURES},
+                                                  run_dir))
+    folders = list(folders) or [os.path.join(run_dir, "inbox")]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise UserError(f"--folder {folder!r} is not a folder.")
+    backend = agent_loop.CausalLMBackend(causal_lm, config.agent.max_new_tokens)
+    transcript = agent_loop.run_agent(backend, tools, request, folders, config.agent.max_steps, echo=True)
+    asked = os.path.join(run_dir, "asked")
+    os.makedirs(asked, exist_ok=True)
+    transcript.save(os.path.join(asked, f"{len(os.listdir(asked)) // 2:04d}"))
+    return transcript
+
+
 def _events(transcripts_dir):
     for name in sorted(os.listdir(transcripts_dir)):
         if name.endswith(".json"):
