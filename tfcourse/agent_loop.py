@@ -95,8 +95,9 @@ def parse_turn(text):
                     "\"arguments\" (an object), an answer exactly \"answer\" (a string).")
 
 
-def check_call(turn, tools, folders):
-    """A parsed tool call -> (tool, arguments ready to run); CallError names the first problem."""
+def check_call(turn, tools, folders, must_exist=True):
+    """A parsed tool call -> (tool, arguments ready to run); CallError names the first problem.
+    `must_exist=False` checks the call's form only: a file argument may name a missing file."""
     tool = tools.get(turn["tool"])
     if tool is None:
         raise CallError(f"there is no tool {turn['tool']!r}; the tools are {', '.join(tools)}.")
@@ -105,10 +106,10 @@ def check_call(turn, tools, folders):
     missing, unknown = [n for n in expected if n not in given], [n for n in given if n not in expected]
     if missing or unknown:
         raise CallError(f"{tool.name} takes the arguments {expected}; missing {missing}, unknown {unknown}.")
-    return tool, {a.name: check_argument(tool.name, a, given[a.name], folders) for a in tool.arguments}
+    return tool, {a.name: check_argument(tool.name, a, given[a.name], folders, must_exist) for a in tool.arguments}
 
 
-def check_argument(tool_name, argument, value, folders):
+def check_argument(tool_name, argument, value, folders, must_exist=True):
     where = f"{tool_name}'s argument {argument.name!r}"
     if argument.type == "box":
         if (not isinstance(value, list) or len(value) != 4
@@ -119,10 +120,10 @@ def check_argument(tool_name, argument, value, folders):
         return [float(v) for v in value]
     if not isinstance(value, str) or not value.strip():
         raise CallError(f"{where} must be {ARGUMENT_TYPES[argument.type]}; it is {value!r}.")
-    return confined_path(value, folders, where) if argument.type == "file" else value
+    return confined_path(value, folders, where, must_exist) if argument.type == "file" else value
 
 
-def confined_path(path, folders, where="the path"):
+def confined_path(path, folders, where="the path", must_exist=True):
     """`path` (relative to the first allowed folder, or absolute) -> its real absolute path, which must
     be an existing file inside one of `folders`. ".." is refused outright, and links are followed
     before the check, so neither can lead outside."""
@@ -132,7 +133,7 @@ def confined_path(path, folders, where="the path"):
     full = os.path.realpath(os.path.join(roots[0], path))  # an absolute `path` replaces the folder
     if not any(os.path.commonpath([full, root]) == root for root in roots):
         raise CallError(f"{where} = {path!r} is outside the allowed folders.")
-    if not os.path.isfile(full):
+    if must_exist and not os.path.isfile(full):
         raise CallError(f"{where} = {path!r}: no such file in the allowed folders.")
     return full
 

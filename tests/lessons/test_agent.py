@@ -63,7 +63,7 @@ def test_a_real_tool_scores_end_to_end_only_with_the_answer_its_result_gives(smo
 
     def scored(*replies):
         transcript = agent_loop.run_agent(agent_loop.ScriptedBackend(replies), tools, expected.request, [inbox])
-        return agent.score(transcript, expected, wanted, tool_has_run=True)
+        return agent.score(transcript, expected, wanted, tools, [inbox], tool_has_run=True)
 
     right_answer = json.dumps({"answer": tool_requests.answer_for("classify_sound", result)})
     assert scored(call, right_answer) == {"valid": True, "right": True, "end_to_end": True}
@@ -71,6 +71,10 @@ def test_a_real_tool_scores_end_to_end_only_with_the_answer_its_result_gives(smo
     other = json.dumps({"tool": "classify_sound", "arguments": {"audio": "audio/" + sorted(os.listdir(os.path.join(inbox, "audio")))[1]}})
     assert scored(other, right_answer) == {"valid": True, "right": False, "end_to_end": False}
     assert scored("not json", call, right_answer) == {"valid": False, "right": False, "end_to_end": True}  # a retry
+    missing = json.dumps({"tool": "classify_sound", "arguments": {"audio": "audio/missing.wav"}})
+    assert scored(missing, call, right_answer) == {"valid": True, "right": False, "end_to_end": True}  # well-formed, wrong file
+    outside = json.dumps({"tool": "classify_sound", "arguments": {"audio": "../x.wav"}})
+    assert scored(outside, right_answer)["valid"] is False
     # A tool without a run fails as an observation, not a crash; a run of the wrong lesson is refused
     transcript = agent_loop.run_agent(agent_loop.ScriptedBackend(['{"tool": "generate_image", "arguments": {"caption": "a red one"}}',
                                                                  '{"answer": "no"}']), tools, "Draw a red one.", [inbox])

@@ -20,8 +20,8 @@ The pieces, by name:
 - tfcourse.models.language: the KerasHub Gemma presets, and the tiny Gemma with its own tokenizer.
 
 Three rates on held-out requests, each from the same agent runs:
-- valid: the model's first turn is a tool call that passes the checks (JSON, a known tool, the
-  tool's arguments with the right types, a file inside the allowed folder);
+- valid: the model's first turn is a well-formed tool call (JSON, a known tool, the tool's
+  arguments with the right types, a path inside the allowed folder; the file need not exist);
 - right: that call is the expected tool with exactly the request's arguments;
 - end to end: with the real tools, the loop ends in the answer the expected call's real result gives.
 
@@ -230,11 +230,11 @@ def _write_bytes(path, content):
 # ## Measuring
 
 
-def score(transcript, expected, wanted, tool_has_run):
+def score(transcript, expected, wanted, tools, folders, tool_has_run):
     """One held-out request's agent run -> {valid, right, end_to_end}. `wanted`: the expected call's
     arguments as the checks resolve them; end_to_end is None where the tool has no run."""
     first = transcript.events[0]
-    valid = first["kind"] in ("call", "tool_error")  # parsed, passed the checks, and was run
+    valid = is_valid_call(first["reply"], tools, folders)
 
     def expected_call(event):
         return event["kind"] in ("call", "tool_error") and event["tool"] == expected.tool and event["arguments"] == wanted
@@ -246,6 +246,16 @@ def score(transcript, expected, wanted, tool_has_run):
     end_to_end = (transcript.outcome == "answer" and bool(done)
                   and transcript.answer == tool_requests.answer_for(expected.tool, done[-1]["observation"]["result"]))
     return {"valid": valid, "right": right, "end_to_end": end_to_end}
+
+
+def is_valid_call(reply, tools, folders):
+    """A well-formed tool call: JSON of the call's shape, a known tool, its arguments with their types,
+    paths inside the folders. The file need not exist (naming the right one is the "right" rate)."""
+    try:
+        turn = agent_loop.parse_turn(reply)
+        return "tool" in turn and bool(agent_loop.check_call(turn, tools, folders, must_exist=False))
+    except agent_loop.CallError:
+        return False
 
 
 def rates(scores, expected):
@@ -309,7 +319,7 @@ def run(config, run_dir):
             transcript = agent_loop.run_agent(backend, tools, expected.request, [inbox], a.max_steps)
             transcript.save(os.path.join(transcripts_dir, f"{i:03d}_{expected.tool}"))
             wanted = agent_loop.check_call({"tool": expected.tool, "arguments": expected.arguments}, tools, [inbox])[1]
-            scores.append(score(transcript, expected, wanted, bool(tool_runs[expected.tool])))
+            scores.append(score(transcript, expected, wanted, tools, [inbox], bool(tool_runs[expected.tool])))
             if i < a.transcripts_shown:
                 print(transcript.text())
     measured = rates(scores, test_set)
