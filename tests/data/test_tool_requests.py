@@ -27,6 +27,11 @@ def test_held_out_requests_share_no_template_file_box_or_caption_with_training()
     boxes = [{tuple(c.arguments["box"]) for c in conversations if c.tool == "segment"} for conversations in (train, test)]
     assert boxes[0] and boxes[1] and not boxes[0] & boxes[1]
     assert [c.tool for c in train[:5]] == list(tool_requests.TEMPLATES)  # the five tools in turn
+    # Training sees each tool's argument at the start of a request too; file extensions vary
+    assert all(templates[0].startswith("{") for templates in tool_requests.TEMPLATES.values())
+    names = tool_requests.random_file_names(100, seed=0)
+    assert {p.rsplit(".", 1)[1] for p in names["leaf"]} == {"jpg", "jpeg", "png"}
+    assert sum(c.arguments.get("caption") in tool_requests.split_captions(False) for c in train) > 20  # real ones too
 
 
 def test_a_conversation_is_a_valid_call_then_an_answer_read_from_the_observation(tmp_path):

@@ -4,7 +4,9 @@ answer drawn from the observation.
 
 Held out two ways: by template (the last HELD_OUT_TEMPLATES phrasings of each tool never appear in
 training) and by argument (held-out requests name files, boxes and captions that training never saw:
-the caller gives each split its own files, and boxes and captions are drawn from disjoint sets).
+the caller gives each split its own files; boxes are drawn from disjoint sets; held-out captions
+are real captions of digit-colour pairs training never names, training captions are the other
+pairs' and random strings of the captions' words).
 """
 
 import dataclasses
@@ -16,8 +18,9 @@ from tfcourse import UserError, agent_loop
 from tfcourse.data import captioned_digits
 
 HELD_OUT_TEMPLATES = 2
-TEMPLATES = {
+TEMPLATES = {  # the last HELD_OUT_TEMPLATES of each tool are held out; each tool's training ones put the argument first once
     "classify_sound": [
+        "{audio}: what kind of sound is this?",
         "What is making the sound in {audio}?",
         "Listen to {audio} and tell me what it is.",
         "Which class does the recording {audio} belong to?",
@@ -25,9 +28,9 @@ TEMPLATES = {
         "Can you identify the noise in {audio}?",
         "I recorded {audio}. What do you hear?",
         "Name the source of the sound in the file {audio}.",
-        "{audio}: what kind of sound is this?",
     ],
     "classify_leaf": [
+        "{image} shows an apple leaf: is it sick?",
         "What disease does the apple leaf in {image} have?",
         "Is the leaf in {image} healthy?",
         "Diagnose the apple leaf photo {image}.",
@@ -35,9 +38,9 @@ TEMPLATES = {
         "Which disease, if any, is on the leaf in {image}?",
         "My apple tree has a leaf like {image}. What is wrong with it?",
         "Tell me the condition of the leaf pictured in {image}.",
-        "{image} shows an apple leaf: is it sick?",
     ],
     "detect_pose": [
+        "{image}: which pose is this?",
         "Which yoga pose is the person in {image} doing?",
         "Detect the pose in {image}.",
         "What pose is shown in the photo {image}?",
@@ -45,9 +48,9 @@ TEMPLATES = {
         "Look at {image} and name the pose.",
         "Is the person in {image} doing a yoga pose? Which one?",
         "Identify the posture of the person in {image}.",
-        "{image}: which pose is this?",
     ],
     "segment": [
+        "{image}: mask the object within {box}.",
         "Segment the object inside the box {box} in {image}.",
         "Cut out the thing in {box} of {image}.",
         "Give me a mask of the object at {box} in {image}.",
@@ -55,16 +58,15 @@ TEMPLATES = {
         "Make a mask for the region {box} of the photo {image}.",
         "Separate the object in box {box} from the background of {image}.",
         "Which pixels of {image} belong to the object boxed by {box}?",
-        "{image}: mask the object within {box}.",
     ],
     "generate_image": [
+        "{caption}: draw this, please.",
         "Draw {caption}.",
         "Generate an image of {caption}.",
         "Make a picture of {caption}.",
         "Create an image showing {caption}.",
         "Please paint {caption}.",
         "I would like a picture with {caption}.",
-        "Render {caption} for me.",
         "Can you produce an image of {caption}?",
     ],
 }
@@ -129,7 +131,8 @@ def conversations(count, files, held_out, seed):
             arguments["box"] = random_box(rng, held_out)
             fill["box"] = json.dumps(arguments["box"])
         if tool == "generate_image":
-            arguments["caption"] = fill["caption"] = str(rng.choice(captions))
+            caption = str(rng.choice(captions)) if held_out or rng.random() < 0.5 else random_caption(rng)
+            arguments["caption"] = fill["caption"] = caption
         observation = fake_observation(tool, arguments, rng)
         out.append(Conversation(TEMPLATES[tool][template].format(**fill), tool, arguments, observation,
                                 answer_for(tool, observation), template))
@@ -137,12 +140,20 @@ def conversations(count, files, held_out, seed):
 
 
 def random_file_names(count, seed):
-    """{kind: `count` made-up paths}: random letters and digits, so the model can only get a file
-    argument right by copying it from the request, not by recalling it."""
+    """{kind: `count` made-up paths}: random letters and digits, and a random extension, so the model
+    can only get a file argument right by copying it from the request, not by recalling it."""
     rng = np.random.default_rng(seed)
-    extension = {"audio": "wav"}
-    return {kind: [f"{kind}/{random_word(rng)}.{extension.get(kind, 'jpg')}" for _ in range(count)]
+    extensions = {"audio": ["wav"]}
+    return {kind: [f"{kind}/{random_word(rng)}.{rng.choice(extensions.get(kind, ['jpg', 'jpeg', 'png']))}" for _ in range(count)]
             for kind in FILE_KINDS.values()}
+
+
+def random_caption(rng):
+    """3-7 words of the captions' vocabulary in any order (never a held-out caption): training
+    captions the model must copy word by word."""
+    while (caption := " ".join(rng.choice(captioned_digits.VOCABULARY, int(rng.integers(3, 8))))) in split_captions(True):
+        pass
+    return caption
 
 
 def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-", longest=11):
@@ -150,10 +161,14 @@ def random_word(rng, letters="abcdefghijklmnopqrstuvwxyz0123456789_-", longest=1
 
 
 def random_box(rng, held_out):
-    """[x0, y0, x1, y1] in whole pixels, inside 148 x 148 (so inside any photo at least that big);
-    held-out boxes have odd x0, training ones even."""
-    x0, y0 = 2 * int(rng.integers(0, 30)) + int(held_out), int(rng.integers(0, 60))
-    return [x0, y0, x0 + int(rng.integers(20, 89)), y0 + int(rng.integers(20, 89))]
+    """[x0, y0, x1, y1] in whole pixels, inside 148 x 148 (so inside any photo at least that big).
+    Held-out boxes are those whose coordinates sum to a multiple of 5: no box is in both splits,
+    and both have every digit in every place."""
+    while True:
+        x0, y0 = (int(v) for v in rng.integers(0, 60, 2))
+        box = [x0, y0] + [int(v) for v in (x0, y0) + rng.integers(20, 89, 2)]
+        if (sum(box) % 5 == 0) == held_out:
+            return box
 
 
 def split_captions(held_out):
