@@ -130,7 +130,7 @@ class Config:
 
 
 SMOKE = {
-    "data": {"train_conversations": 320, "validation_conversations": 32, "test_requests": 10, "files_per_kind": 3},
+    "data": {"train_conversations": 160, "validation_conversations": 16, "test_requests": 10, "files_per_kind": 3},
     "tools": {name: "" for name in agent_tools.SIGNATURES},
     "model": {"vocabulary_size": 600, "num_layers": 1, "hidden_dim": 64},
     "train": {"epochs": 2},
