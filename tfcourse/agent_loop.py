@@ -67,6 +67,11 @@ def system_prompt(tools):
     return "\n".join(lines)
 
 
+def request_message(tools, request):
+    """The first user turn: the system prompt (Gemma has no system role), then the request."""
+    return {"role": "user", "content": f"{system_prompt(tools)}\n\n{request}"}
+
+
 def chat_text(messages):
     """Messages [{"role": "user" | "model", "content"}] -> Gemma's chat text, ending with an open model turn."""
     turns = [f"{START_TURN}{m['role']}\n{m['content']}{END_TURN}\n" for m in messages]
@@ -177,7 +182,7 @@ def run_agent(complete, tools, request, folders, max_steps=4, echo=False):
     turn or a failing tool gives an error observation instead, and the model may try again."""
     if max_steps < 1:
         raise UserError(f"max_steps = {max_steps}: at least 1.")
-    messages = [{"role": "user", "content": f"{system_prompt(tools)}\n\n{request}"}]
+    messages = [request_message(tools, request)]
     transcript = Transcript(request, messages, [])
     for step in range(1, max_steps + 1):
         reply = complete(chat_text(messages))

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from tfcourse import UserError, agent_loop
+from tfcourse import UserError, agent_loop, agent_tools
 from tfcourse.data import captioned_digits
 
 HELD_OUT_TEMPLATES = 2
@@ -95,7 +95,7 @@ class Conversation:
     def messages(self, tools):
         """The chat the model is trained on: the request (after the system prompt), the call, the observation, the answer."""
         call = json.dumps({"tool": self.tool, "arguments": self.arguments})
-        return [{"role": "user", "content": f"{agent_loop.system_prompt(tools)}\n\n{self.request}"},
+        return [agent_loop.request_message(tools, self.request),
                 {"role": "model", "content": call},
                 {"role": "user", "content": "Observation: " + json.dumps({"result": self.observation})},
                 {"role": "model", "content": json.dumps({"answer": self.answer})}]
@@ -185,7 +185,7 @@ def fake_observation(tool, arguments, rng):
     """A result shaped like the real tool's (agent_tools.runners), with made-up values: made-up class
     names too, so the answer can only be right by copying it from the observation."""
     if tool in ("classify_sound", "classify_leaf", "detect_pose"):
-        probabilities = np.sort(rng.dirichlet(np.ones(3) * 0.5))[::-1]
+        probabilities = np.sort(rng.dirichlet(np.ones(agent_tools.TOP_K) * 0.5))[::-1]
         return {"top_k": [{"class": random_word(rng, CLASS_NAME_LETTERS, longest=26), "probability": round(float(p), 4)}
                           for p in probabilities]}
     if tool == "segment":  # as segment_anything.segment_files names its masks

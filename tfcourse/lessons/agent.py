@@ -31,7 +31,6 @@ checked against Keras before it is kept.
 """
 
 import dataclasses
-import json
 import os
 import shutil
 
@@ -184,6 +183,12 @@ def _synthetic_files(kind, count, rng):
     return [(".png", tf.io.encode_png(image).numpy()) for image in rng.integers(0, 256, (count, 160, 160, 3), dtype=np.uint8)]
 
 
+def configured_tools(config, run_dir):
+    """-> ({tool: its run directory or ""}, {name: Tool}) of a config's `tools` section."""
+    tool_runs = {name: getattr(config.tools, name) for name in agent_tools.SIGNATURES}
+    return tool_runs, agent_tools.tools(agent_tools.runners(tool_runs, run_dir))
+
+
 # ## The small model: a tokenizer and a tiny Gemma, fine-tuned on the model's turns
 
 
@@ -283,8 +288,7 @@ def run(config, run_dir):
     data, m, t, a = config.data, config.model, config.train, config.agent
 
     # 1. The tools over the exported runs, and the files held-out requests may name.
-    tool_runs = {name: getattr(config.tools, name) for name in agent_tools.SIGNATURES}
-    tools = agent_tools.tools(agent_tools.runners(tool_runs, run_dir))
+    tool_runs, tools = configured_tools(config, run_dir)
     without_run = [name for name, path in tool_runs.items() if not path]
     if without_run:
         print(f"No run configured for {', '.join(without_run)}: the agent sees those tools fail, and their end-to-end "
@@ -313,13 +317,15 @@ def run(config, run_dir):
     # 3. The agent on every held-out request, with the real tools; transcripts saved and scored.
     transcripts_dir = os.path.join(run_dir, "transcripts")
     shutil.rmtree(transcripts_dir, ignore_errors=True)
-    scores = []
+    scores, outcomes = [], dict.fromkeys(("call", "answer", "invalid", "tool_error"), 0)
     with timings("agent"):
         for i, expected in enumerate(test_set):
             transcript = agent_loop.run_agent(backend, tools, expected.request, [inbox], a.max_steps)
             transcript.save(os.path.join(transcripts_dir, f"{i:03d}_{expected.tool}"))
             wanted = agent_loop.check_call({"tool": expected.tool, "arguments": expected.arguments}, tools, [inbox])[1]
             scores.append(score(transcript, expected, wanted, tools, [inbox], bool(tool_runs[expected.tool])))
+            for event in transcript.events:
+                outcomes[event["kind"]] += 1
             if i < a.transcripts_shown:
                 print(transcript.text())
     measured = rates(scores, test_set)
@@ -328,7 +334,7 @@ def run(config, run_dir):
     exported = None
     if not m.preset:
         with timings("export"):
-            exported = keep_model(causal_lm, run_dir, [c.request for c in test_set[:3]], tools, a.max_new_tokens)
+            exported = keep_model(backend, run_dir, [c.request for c in test_set[:3]], tools)
 
     report = {
         "lesson": "agent",
@@ -343,8 +349,7 @@ def run(config, run_dir):
                  "request_files": {kind: len(names) for kind, names in staged.items()}},
         "tools": {name: path or None for name, path in tool_runs.items()},
         "rates": measured,
-        "outcomes": {kind: sum(e["kind"] == kind for s in _events(transcripts_dir) for e in s)
-                     for kind in ("call", "answer", "invalid", "tool_error")},
+        "outcomes": outcomes,
         "export": exported,
         "timings_seconds": dict(timings),
     }
@@ -356,18 +361,18 @@ def run(config, run_dir):
     return report
 
 
-def keep_model(causal_lm, run_dir, requests, tools, max_new_tokens):
-    """Saves the causal LM (tokenizer inside) to RUN_DIR/agent_lm.keras through a temporary file,
-    after checking that the reloaded model writes the same first turn to `requests`; then exports
+def keep_model(backend, run_dir, requests, tools):
+    """Saves the backend's causal LM (tokenizer inside) to RUN_DIR/agent_lm.keras through a temporary
+    file, after checking that the reloaded model writes the same first turn to `requests`; then exports
     its next-token logits (SavedModel and TFLite, checked against Keras on the same chats)."""
-    path = os.path.join(run_dir, MODEL_FILE)
-    chats = [agent_loop.chat_text([{"role": "user", "content": f"{agent_loop.system_prompt(tools)}\n\n{r}"}]) for r in requests]
-    before = [agent_loop.CausalLMBackend(causal_lm, max_new_tokens)(chat) for chat in chats]
+    causal_lm, path = backend.causal_lm, os.path.join(run_dir, MODEL_FILE)
+    chats = [agent_loop.chat_text([agent_loop.request_message(tools, r)]) for r in requests]
+    before = [backend(chat) for chat in chats]
 
     def save_checked(tmp):
         causal_lm.save(tmp)
-        reloaded = keras.saving.load_model(tmp)  # safe mode
-        after = [agent_loop.CausalLMBackend(reloaded, max_new_tokens)(chat) for chat in chats]
+        reloaded = agent_loop.CausalLMBackend(keras.saving.load_model(tmp), backend.max_new_tokens)  # safe mode
+        after = [reloaded(chat) for chat in chats]
         if after != before:
             raise RuntimeError(f"the reloaded agent model answers differently: {after} != {before}")
 
@@ -390,8 +395,7 @@ def ask(run_dir, request, folders=()):
         causal_lm = language.from_preset(config.model.preset)
     else:
         causal_lm = keras.saving.load_model(os.path.join(run_dir, MODEL_FILE))  # safe mode
-    tools = agent_tools.tools(agent_tools.runners({name: getattr(config.tools, name) for name in agent_tools.SIGNATURES},
-                                                  run_dir))
+    _, tools = configured_tools(config, run_dir)
     folders = list(folders) or [os.path.join(run_dir, "inbox")]
     for folder in folders:
         if not os.path.isdir(folder):
@@ -402,13 +406,6 @@ def ask(run_dir, request, folders=()):
     os.makedirs(asked, exist_ok=True)
     transcript.save(os.path.join(asked, f"{len(os.listdir(asked)) // 2:04d}"))
     return transcript
-
-
-def _events(transcripts_dir):
-    for name in sorted(os.listdir(transcripts_dir)):
-        if name.endswith(".json"):
-            with open(os.path.join(transcripts_dir, name)) as f:
-                yield json.load(f)["events"]
 
 
 def _token_counts(causal_lm, conversations, tools):
