@@ -16,19 +16,35 @@ def _tools():
 
 
 def test_held_out_requests_share_no_template_file_box_or_caption_with_training():
-    train = tool_requests.conversations(400, _files("train"), held_out=False, seed=0)
+    train = tool_requests.conversations(1500, _files("train"), held_out=False, seed=0)
     test = tool_requests.conversations(200, _files("test"), held_out=True, seed=1)
-    seen = len(tool_requests.TEMPLATES["segment"]) - tool_requests.HELD_OUT_TEMPLATES
-    assert {c.template for c in train} == set(range(seen)) and {c.template for c in test} == {seen, seen + 1}
+    for tool in tool_requests.PHRASINGS:
+        templates = tool_requests.templates(tool)
+        held = {t for t, (_, held_out) in enumerate(templates) if held_out}
+        assert {c.template for c in train if c.tool == tool} == set(range(len(templates))) - held
+        assert {c.template for c in test if c.tool == tool} == held
+        # every word of a held-out verb-object pair is in training, the held-out questions are new whole
+        training_text = " ".join(c.request for c in train if c.tool == tool)
+        phrasing = tool_requests.PHRASINGS[tool]
+        assert all(verb.lower() in training_text.lower() for verb in phrasing["verbs"])
+        assert not any(q.split("{")[0] and q.split("{")[0] in training_text for q in phrasing["questions"][-2:])
+    # Lead-ins lower-case an imperative's verb, and "Could you" makes it a question
+    rng = np.random.default_rng(0)
+    assert {tool_requests.phrase("Draw {caption}", rng) for _ in range(300)} == {
+        lead_in + body + closing for lead_in, body in [("", "Draw {caption}."), ("Please ", "draw {caption}."),
+                                                       ("Could you ", "draw {caption}?"), ("I need you to ", "draw {caption}."),
+                                                       ("Go ahead and ", "draw {caption}.")]
+        for closing in tool_requests.CLOSINGS}
     for field in ("audio", "image", "caption"):
         train_values = {c.arguments[field] for c in train if field in c.arguments}
         test_values = {c.arguments[field] for c in test if field in c.arguments}
         assert train_values and test_values and not train_values & test_values, field
     boxes = [{tuple(c.arguments["box"]) for c in conversations if c.tool == "segment"} for conversations in (train, test)]
     assert boxes[0] and boxes[1] and not boxes[0] & boxes[1]
-    assert [c.tool for c in train[:5]] == list(tool_requests.TEMPLATES)  # the five tools in turn
+    assert [c.tool for c in train[:5]] == list(tool_requests.PHRASINGS)  # the five tools in turn
     # Training sees each tool's argument at the start of a request too; file extensions vary
-    assert all(templates[0].startswith("{") for templates in tool_requests.TEMPLATES.values())
+    assert all(any(t.startswith("{") and not held for t, held in tool_requests.templates(tool))
+               for tool in tool_requests.PHRASINGS)
     names = tool_requests.random_file_names(100, seed=0)
     assert {p.rsplit(".", 1)[1] for p in names["leaf"]} == {"jpg", "jpeg", "png"}
     assert sum(c.arguments.get("caption") in tool_requests.split_captions(False) for c in train) > 20  # real ones too

@@ -2,8 +2,8 @@
 a template, the tool call it asks for, an observation shaped like that tool's real result, and the
 answer drawn from the observation.
 
-Held out two ways: by template (the last HELD_OUT_TEMPLATES phrasings of each tool never appear in
-training) and by argument (held-out requests name files, boxes and captions that training never saw:
+Held out two ways: by template (see templates(): held-out requests are verb-object pairs and whole
+questions that never appear in training) and by argument (held-out requests name files, boxes and captions that training never saw:
 the caller gives each split its own files; boxes are drawn from disjoint sets; held-out captions
 are real captions of digit-colour pairs training never names, training captions are the other
 pairs' and random strings of the captions' words).
@@ -17,59 +17,85 @@ import numpy as np
 from tfcourse import UserError, agent_loop, agent_tools
 from tfcourse.data import captioned_digits
 
-HELD_OUT_TEMPLATES = 2
-TEMPLATES = {  # the last HELD_OUT_TEMPLATES of each tool are held out; each tool's training ones put the argument first once
-    "classify_sound": [
-        "{audio}: what kind of sound is this?",
-        "What is making the sound in {audio}?",
-        "Listen to {audio} and tell me what it is.",
-        "Which class does the recording {audio} belong to?",
-        "Classify the audio clip {audio}.",
-        "Can you identify the noise in {audio}?",
-        "I recorded {audio}. What do you hear?",
-        "Name the source of the sound in the file {audio}.",
-    ],
-    "classify_leaf": [
-        "{image} shows an apple leaf: is it sick?",
-        "What disease does the apple leaf in {image} have?",
-        "Is the leaf in {image} healthy?",
-        "Diagnose the apple leaf photo {image}.",
-        "Check {image} for leaf disease.",
-        "Which disease, if any, is on the leaf in {image}?",
-        "My apple tree has a leaf like {image}. What is wrong with it?",
-        "Tell me the condition of the leaf pictured in {image}.",
-    ],
-    "detect_pose": [
-        "{image}: which pose is this?",
-        "Which yoga pose is the person in {image} doing?",
-        "Detect the pose in {image}.",
-        "What pose is shown in the photo {image}?",
-        "Classify the body pose in {image}.",
-        "Look at {image} and name the pose.",
-        "Is the person in {image} doing a yoga pose? Which one?",
-        "Identify the posture of the person in {image}.",
-    ],
-    "segment": [
-        "{image}: mask the object within {box}.",
-        "Segment the object inside the box {box} in {image}.",
-        "Cut out the thing in {box} of {image}.",
-        "Give me a mask of the object at {box} in {image}.",
-        "In {image}, outline what is inside {box}.",
-        "Make a mask for the region {box} of the photo {image}.",
-        "Separate the object in box {box} from the background of {image}.",
-        "Which pixels of {image} belong to the object boxed by {box}?",
-    ],
-    "generate_image": [
-        "{caption}: draw this, please.",
-        "Draw {caption}.",
-        "Generate an image of {caption}.",
-        "Make a picture of {caption}.",
-        "Create an image showing {caption}.",
-        "Please paint {caption}.",
-        "I would like a picture with {caption}.",
-        "Can you produce an image of {caption}?",
-    ],
+PHRASINGS = {  # each tool's requests: every verb with every object, and whole questions; see templates()
+    "classify_sound": {
+        "verbs": ["Classify", "Identify", "Recognise", "Label", "Analyse", "Describe"],
+        "objects": ["the sound in {audio}", "the audio clip {audio}", "the recording {audio}",
+                    "the noise in the file {audio}", "what is heard in {audio}"],
+        "questions": ["{audio}: what kind of sound is this?", "What is making the sound in {audio}?",
+                      "Which class does the recording {audio} belong to?", "What do you hear in the clip {audio}?",
+                      "Can you tell what the noise in {audio} is?", "{audio} is a recording. What sound is it?",
+                      "Name the source of the sound in the file {audio}.", "I recorded {audio}. What do you hear?"],
+    },
+    "classify_leaf": {
+        "verbs": ["Diagnose", "Check", "Classify", "Examine", "Inspect", "Assess"],
+        "objects": ["the apple leaf in {image}", "the leaf photo {image}", "the leaf pictured in {image}",
+                    "{image} for leaf disease", "the disease on the leaf in {image}"],
+        "questions": ["{image} shows an apple leaf: is it sick?", "What disease does the apple leaf in {image} have?",
+                      "Is the leaf in {image} healthy?", "Which disease, if any, is on the leaf in {image}?",
+                      "Does the leaf photo {image} show a disease?", "{image} is a leaf from my tree. Is it ill?",
+                      "My apple tree has a leaf like {image}. What is wrong with it?",
+                      "Tell me the condition of the leaf pictured in {image}."],
+    },
+    "detect_pose": {
+        "verbs": ["Detect", "Classify", "Identify", "Name", "Recognise", "Describe"],
+        "objects": ["the pose in {image}", "the yoga pose of the person in {image}", "the body pose shown in {image}",
+                    "the posture in the photo {image}", "what pose the person in {image} holds"],
+        "questions": ["{image}: which pose is this?", "Which yoga pose is the person in {image} doing?",
+                      "What pose is shown in the photo {image}?", "What yoga pose does {image} show?",
+                      "How is the person in {image} posing?", "{image} shows someone exercising. Which pose?",
+                      "Is the person in {image} doing a yoga pose? Which one?",
+                      "Identify the posture of the person in {image}."],
+    },
+    "segment": {
+        "verbs": ["Segment", "Mask", "Outline", "Cut out", "Separate", "Make a mask of"],
+        "objects": ["the object inside {box} in {image}", "what is inside the box {box} of {image}",
+                    "the thing at {box} in the photo {image}", "the region {box} of {image}", "{image} within the box {box}"],
+        "questions": ["{image}: can you mask the object within {box}?", "What does the object in box {box} of {image} cover?",
+                      "Which part of {image} is the object in {box}?", "Can I get a mask for {box} in {image}?",
+                      "How much of {image} does the thing in {box} fill?", "{image} has something at {box}. What is its mask?",
+                      "Which pixels of {image} belong to the object boxed by {box}?",
+                      "Separate the object in box {box} from the background of {image}."],
+    },
+    "generate_image": {
+        "verbs": ["Draw", "Generate", "Make", "Create", "Paint", "Render"],
+        "objects": ["an image of {caption}", "a picture of {caption}", "{caption}", "a drawing of {caption}",
+                    "an image showing {caption}"],
+        "questions": ["{caption}: can you draw this?", "Could I have a picture of {caption}?",
+                      "Can you make an image of {caption}?", "Would you draw {caption} for me?",
+                      "What would {caption} look like? Draw it.", "{caption} is what I want to see. Can you paint it?",
+                      "Can you produce an image of {caption}?", "I would like a picture with {caption}."],
+    },
 }
+HELD_OUT_QUESTIONS = 2  # the last questions of each tool are held out whole
+IMPERATIVE_LEAD_INS = ["", "Please ", "Could you ", "I need you to ", "Go ahead and "]
+QUESTION_LEAD_INS = ["", "Quick question: ", "Hi! ", "Hello. "]
+CLOSINGS = ["", " Thanks.", " Thank you!", " Keep it short.", " Answer in one sentence."]
+
+
+def templates(tool):
+    """[(template, held out)] of a tool: each verb with each object ("Classify the recording {audio}"),
+    held out where (verb + object) % 5 == 0, so every verb and every object is in training but those
+    pairs never are; then the questions, the last HELD_OUT_QUESTIONS held out whole."""
+    phrasing = PHRASINGS[tool]
+    out = [(f"{verb} {obj}", (v + o) % 5 == 0) for v, verb in enumerate(phrasing["verbs"])
+           for o, obj in enumerate(phrasing["objects"])]
+    questions = phrasing["questions"]
+    return out + [(q, i >= len(questions) - HELD_OUT_QUESTIONS) for i, q in enumerate(questions)]
+
+
+def phrase(template, rng):
+    """A template as somebody would type it: an imperative with a lead-in ("Could you segment ...?"),
+    a question with a greeting, either with a closing; the same choices in both splits."""
+    if template.endswith(("?", ".")):
+        text = str(rng.choice(QUESTION_LEAD_INS)) + template
+    else:
+        lead_in = str(rng.choice(IMPERATIVE_LEAD_INS))
+        text = lead_in + (template[0].lower() + template[1:] if lead_in and not template.startswith("{") else template)
+        text += "?" if lead_in == "Could you " else "."
+    return text + str(rng.choice(CLOSINGS))
+
+
 FILE_KINDS = {"classify_sound": "audio", "classify_leaf": "leaf", "detect_pose": "person", "segment": "photo"}
 ANSWERS = {  # every value is copied from the observation as written there
     "classify_sound": "The sound is most likely {top} (probability {probability}).",
@@ -119,9 +145,8 @@ def conversations(count, files, held_out, seed):
     captions = split_captions(held_out)
     out = []
     for i in range(count):
-        tool = list(TEMPLATES)[i % len(TEMPLATES)]
-        seen = len(TEMPLATES[tool]) - HELD_OUT_TEMPLATES
-        template = int(rng.integers(seen, seen + HELD_OUT_TEMPLATES) if held_out else rng.integers(0, seen))
+        tool = list(PHRASINGS)[i % len(PHRASINGS)]
+        template = int(rng.choice([t for t, (_, held) in enumerate(templates(tool)) if held == held_out]))
         arguments, fill = {}, {}
         if tool in FILE_KINDS:
             path = str(rng.choice(files[FILE_KINDS[tool]]))
@@ -134,7 +159,7 @@ def conversations(count, files, held_out, seed):
             caption = str(rng.choice(captions)) if held_out or rng.random() < 0.5 else random_caption(rng)
             arguments["caption"] = fill["caption"] = caption
         observation = fake_observation(tool, arguments, rng)
-        out.append(Conversation(TEMPLATES[tool][template].format(**fill), tool, arguments, observation,
+        out.append(Conversation(phrase(templates(tool)[template][0], rng).format(**fill), tool, arguments, observation,
                                 answer_for(tool, observation), template))
     return out
 

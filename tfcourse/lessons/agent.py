@@ -83,7 +83,7 @@ class ToolsConfig:
 class ModelConfig:
     preset: str = ""  # "" = the tiny Gemma trained here; or a KerasHub preset (language.PRESETS) used as it is
     vocabulary_size: int = 1500
-    sequence_length: int = 512
+    sequence_length: int = 464  # the longest training conversation is about 440 tokens
     num_layers: int = 2
     hidden_dim: int = 128
     num_heads: int = 4
@@ -98,7 +98,7 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainConfig:
     strategy: str = "auto"
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 2e-3
     early_stopping_patience: int = 3
@@ -131,7 +131,7 @@ class Config:
 SMOKE = {
     "data": {"train_conversations": 160, "validation_conversations": 16, "test_requests": 10, "files_per_kind": 3},
     "tools": {name: "" for name in agent_tools.SIGNATURES},
-    "model": {"vocabulary_size": 600, "num_layers": 1, "hidden_dim": 64},
+    "model": {"vocabulary_size": 600, "sequence_length": 512, "num_layers": 1, "hidden_dim": 64},  # fewer pieces, longer chats
     "train": {"epochs": 2},
     "agent": {"max_steps": 2, "max_new_tokens": 48, "transcripts_shown": 1},
 }
@@ -345,7 +345,9 @@ def run(config, run_dir):
                   "vocabulary_size": causal_lm.preprocessor.tokenizer.vocabulary_size(),
                   "tokens_per_training_conversation": _token_counts(causal_lm, train_set[:50], tools)},
         "data": {"training_conversations": len(train_set), "held_out_requests": len(test_set),
-                 "held_out_templates_per_tool": tool_requests.HELD_OUT_TEMPLATES,
+                 "templates_per_tool": {tool: {"training": sum(not held for _, held in tool_requests.templates(tool)),
+                                               "held_out": sum(held for _, held in tool_requests.templates(tool))}
+                                        for tool in tool_requests.PHRASINGS},
                  "request_files": {kind: len(names) for kind, names in staged.items()}},
         "tools": {name: path or None for name, path in tool_runs.items()},
         "rates": measured,
