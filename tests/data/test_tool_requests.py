@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfcourse import UserError, agent_loop, agent_tools
-from tfcourse.data import tool_requests
+from tfcourse.data import captioned_digits, tool_requests
 
 def _files(split):
     return {kind: [f"{kind}/{split}_{i}.{'wav' if kind == 'audio' else 'jpg'}" for i in range(5)]
@@ -89,3 +89,16 @@ def test_random_file_names_are_many_distinct_and_of_each_kind():
         assert len(set(paths)) > 190 and all(p.startswith(kind + "/") for p in paths)
         assert all(p.endswith(".wav") == (kind == "audio") for p in paths)
     assert tool_requests.random_file_names(5, seed=0) != tool_requests.random_file_names(5, seed=1)
+
+
+def test_held_out_captions_cover_every_colour_and_digit_and_observations_look_like_real_results():
+    held_out = tool_requests.split_captions(True)
+    for word in (*captioned_digits.COLOURS, *captioned_digits.DIGITS):
+        assert any(f" {word} " in c for c in held_out), word
+    assert len(held_out) * 3 == len(tool_requests.split_captions(False))
+    rng = np.random.default_rng(0)
+    results = [tool_requests.fake_observation("classify_leaf", {}, rng)["top_k"] for _ in range(200)]
+    assert any(r[0]["probability"] == 1.0 and r[1]["probability"] == 0.0 for r in results)  # as a sure classifier's
+    names = [k["class"] for r in results for k in r]
+    assert any("___" in n for n in names) and any(n.split("_")[0] == n.split("_")[-1] != n for n in names)
+    assert len(set(names)) > 590

@@ -196,12 +196,26 @@ def random_box(rng, held_out):
             return box
 
 
+def random_class_name(rng):
+    """A made-up class name: random letters, or made-up words joined as real names are ("dog",
+    "crying_baby", "Apple___Apple_scab": a word may come back)."""
+    if rng.random() < 0.3:
+        return random_word(rng, CLASS_NAME_LETTERS, longest=26)
+    words = [random_word(rng, "abcdefghijklmnopqrstuvwxyz", longest=9) for _ in range(int(rng.integers(1, 4)))]
+    if len(words) > 1 and rng.random() < 0.5:
+        words[-1] = words[0]
+    if rng.random() < 0.3:
+        words = [w.capitalize() for w in words]
+    return str(rng.choice(["_", "___", "-"])).join(words)
+
+
 def split_captions(held_out):
-    """The captioned-digit captions; every fourth (digit, colour) pair is held out."""
+    """The captioned-digit captions; a quarter of the (digit, colour) pairs are held out: one colour
+    of each digit, two or three digits of each colour."""
     chosen = []
     for digit in range(10):
         for c, colour in enumerate(captioned_digits.COLOURS):
-            if ((digit * len(captioned_digits.COLOURS) + c) % 4 == 0) == held_out:
+            if ((digit + c) % 4 == 0) == held_out:
                 chosen += [captioned_digits.caption(digit, c, side) for side in (0, 1)]
     return chosen
 
@@ -210,9 +224,9 @@ def fake_observation(tool, arguments, rng):
     """A result shaped like the real tool's (agent_tools.runners), with made-up values: made-up class
     names too, so the answer can only be right by copying it from the observation."""
     if tool in ("classify_sound", "classify_leaf", "detect_pose"):
-        probabilities = np.sort(rng.dirichlet(np.ones(agent_tools.TOP_K) * 0.5))[::-1]
-        return {"top_k": [{"class": random_word(rng, CLASS_NAME_LETTERS, longest=26), "probability": round(float(p), 4)}
-                          for p in probabilities]}
+        concentration = 0.5 if rng.random() < 0.5 else 0.02  # a sure classifier's top_k reads 1.0, 0.0, 0.0
+        probabilities = np.sort(rng.dirichlet(np.ones(agent_tools.TOP_K) * concentration))[::-1]
+        return {"top_k": [{"class": random_class_name(rng), "probability": round(float(p), 4)} for p in probabilities]}
     if tool == "segment":  # as segment_anything.segment_files names its masks
         stem = arguments["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
         return {"mask_fraction": round(float(rng.uniform(0.01, 0.6)), 4), "mask_png": f"outputs/{stem}.mask.png"}
