@@ -117,3 +117,11 @@ def test_bad_settings_are_refused_with_the_key_named():
         config.load(text_to_image.Config, overrides=["sample.strengths=[0.5, 2.0]"])
     with pytest.raises(UserError):
         config.load(text_to_image.Config, overrides=["model.size=huge"])
+
+
+def test_a_short_stage_averages_over_fewer_steps_so_its_first_weights_fade():
+    assert text_to_image.ema_momentum(0.999, 10_000) == 0.999
+    short = text_to_image.ema_momentum(0.999, 1250)  # a super-resolution stage of the assets run
+    assert 0.99 < short < 0.999 and short**1250 == pytest.approx(0.01)
+    assert 0.999**1250 > 0.28  # what the first steps kept of the average before
+    assert text_to_image.ema_momentum(0.5, 8) == 0.5

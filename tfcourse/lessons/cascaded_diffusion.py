@@ -254,7 +254,9 @@ def run(config, run_dir):
         "note": text_to_image.honesty_note(data_summary, config),
         "distribution": train.describe_strategy(strategy, data.batch_size),
         "model": {"stages": {stage: {"unet_parameters": d.get_layer("unet").count_params(),
-                                     "training_steps": plans[stage][2] * t.steps_per_epoch} for stage, d in denoisers.items()},
+                                     "training_steps": plans[stage][2] * t.steps_per_epoch,
+                                     "ema_momentum": text_to_image.ema_momentum(t.ema_momentum, plans[stage][2] * t.steps_per_epoch)}
+                              for stage, d in denoisers.items()},
                   "text_encoder_parameters": text_encoder.count_params(),
                   "sampler": f"{s.scheduler.upper()}, {s.num_steps} steps at guidance {s.guidance} (base, single stage), "
                              f"{s.super_resolution_steps} at {s.super_resolution_guidance} (super-resolution), "
@@ -326,8 +328,9 @@ def summary_markdown(report):
               "| guidance | base | cascade |", "|---|---|---|"]
     lines += [f"| {r['guidance']} | {r['base']['all_three']:.3f} / {r['base']['fid']:.2f} | "
               f"{r['cascade']['all_three']:.3f} / {r['cascade']['fid']:.2f} |" for r in report["guidance_sweep"]]
-    lines += ["", "| stage | UNet parameters | training steps |", "|---|---|---|"]
-    lines += [f"| {stage} | {m['unet_parameters']:,} | {m['training_steps']} |" for stage, m in report["model"]["stages"].items()]
+    lines += ["", "| stage | UNet parameters | training steps | EMA momentum |", "|---|---|---|---|"]
+    lines += [f"| {stage} | {m['unet_parameters']:,} | {m['training_steps']} | {m['ema_momentum']:.5g} |"
+              for stage, m in report["model"]["stages"].items()]
     lines += ["", f"Sampler: {report['model']['sampler']}. FID features: {report['model']['fid_features']}.", "",
               "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_seconds"].items()), ""]
     return "\n".join(lines)
