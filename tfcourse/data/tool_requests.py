@@ -3,10 +3,10 @@ a template, the tool call it asks for, an observation shaped like that tool's re
 answer drawn from the observation.
 
 Held out two ways: by template (see templates(): held-out requests are verb-object pairs and whole
-questions that never appear in training) and by argument (held-out requests name files, boxes and captions that training never saw:
-the caller gives each split its own files; boxes are drawn from disjoint sets; held-out captions
-are real captions of digit-colour pairs training never names, training captions are the other
-pairs' and random strings of the captions' words).
+questions that never appear in training) and by argument (held-out requests name files, boxes and
+captions that training never saw: the caller gives each split its own files; boxes are drawn from
+disjoint sets; held-out captions are real captions of digit-colour pairs training never names,
+training captions are the other pairs' and random strings of the captions' words).
 """
 
 import dataclasses
@@ -143,10 +143,12 @@ def conversations(count, files, held_out, seed):
         if not files.get(kind):
             raise UserError(f"no {kind} files to write requests about.")
     captions = split_captions(held_out)
+    tool_templates = {tool: templates(tool) for tool in PHRASINGS}
+    chosen = {tool: [t for t, (_, held) in enumerate(texts) if held == held_out] for tool, texts in tool_templates.items()}
     out = []
     for i in range(count):
         tool = list(PHRASINGS)[i % len(PHRASINGS)]
-        template = int(rng.choice([t for t, (_, held) in enumerate(templates(tool)) if held == held_out]))
+        template = int(rng.choice(chosen[tool]))
         arguments, fill = {}, {}
         if tool in FILE_KINDS:
             path = str(rng.choice(files[FILE_KINDS[tool]]))
@@ -159,7 +161,7 @@ def conversations(count, files, held_out, seed):
             caption = str(rng.choice(captions)) if held_out or rng.random() < 0.5 else random_caption(rng)
             arguments["caption"] = fill["caption"] = caption
         observation = fake_observation(tool, arguments, rng)
-        out.append(Conversation(phrase(templates(tool)[template][0], rng).format(**fill), tool, arguments, observation,
+        out.append(Conversation(phrase(tool_templates[tool][template][0], rng).format(**fill), tool, arguments, observation,
                                 answer_for(tool, observation), template))
     return out
 
