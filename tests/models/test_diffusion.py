@@ -209,3 +209,30 @@ def test_a_super_resolution_unet_takes_the_noise_augmented_low_res_image(tmp_pat
     denoiser.save(tmp_path / "super_resolution.keras")
     reloaded = keras.models.load_model(tmp_path / "super_resolution.keras")
     np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), out, atol=1e-5)
+
+
+def test_a_super_resolution_stage_draws_the_residual_over_the_upsampled_input():
+    rng = np.random.default_rng(0)
+    low_res = rng.integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    images = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    residual = diffusion.residual_over_upsampled(images, low_res).numpy()
+    np.testing.assert_allclose(diffusion.upsampled(low_res, 8) + residual / diffusion.RESIDUAL_SCALE,
+                               diffusion.to_unit_range(images), atol=1e-5)
+    smooth = np.round(tf.image.resize(low_res, (8, 8))).astype(np.uint8)  # what bilinear upsampling already gives
+    assert np.abs(diffusion.residual_over_upsampled(smooth, low_res)).max() < 0.02 * diffusion.RESIDUAL_SCALE
+
+    alphas = diffusion.cosine_alphas_cumprod()
+    inputs, v = diffusion.training_batch(images, tf.zeros((3, 8), tf.int32), alphas, TIME_WIDTH, tf.constant([1, 2]),
+                                         low_res=low_res)
+    a = np.sqrt(alphas[np.round(np.arcsin(inputs["timestep_embedding"][:, -1]) /
+                                math.exp(-math.log(10000) * (TIME_WIDTH // 2 - 1) / (TIME_WIDTH // 2))).astype(int)])
+    a = a.reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(a * inputs["noisy_images"] - np.sqrt(1 - a**2) * v, residual, atol=1e-3)  # x0: the residual
+
+    # DDIM with a denoiser that points to the residual (handed to it as its condition) lands on the real images
+    sampler = pixel_stand_in(LowResOracle(alphas), (8, 8, 3))
+    condition = [residual, np.zeros((3, TIME_WIDTH), "float32")]
+    drawn = sampler.generate(["a seven"] * 3, seed=1, num_steps=10, condition=condition, low_res=low_res, batch_size=2)
+    assert np.abs(drawn.astype(int) - images).max() <= 1
+    plain = sampler.generate(["a seven"] * 3, seed=1, num_steps=10, condition=condition, batch_size=2)
+    assert np.abs(plain.astype(int) - images).mean() > 20  # read as an image, the residual is not one

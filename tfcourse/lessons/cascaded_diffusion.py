@@ -15,7 +15,10 @@ The data, the text encoder and the training are text-to-image's (tfcourse.lesson
 - the captioned digits are drawn at 64 px; the base stage trains on them shrunk to 32 px (area
   averaging), as IF's base trains on downscaled images;
 - one text encoder, pre-trained on the captions and frozen, serves every stage (IF: T5-XXL);
-- every stage predicts v with the digit's pixels weighted up, and samples with its EMA weights.
+- every stage predicts v with the digit's pixels weighted up, and samples with its EMA weights;
+- unlike IF, the super-resolution stage draws the residual over its input's bilinear upsampling (as
+  SRDiff does), not the whole image: at the steps a CPU affords, a whole-image stage stayed far
+  behind plain bilinear upsampling (`diffusion.RESIDUAL_SCALE` says by how much).
 
 Compute: each UNet has the same widths and runs at 16 x 16 (the base on 2 x 2 patches of 32 px, the
 64 px ones on 4 x 4 patches), so a training step costs about the same in every stage; the
@@ -121,11 +124,12 @@ def build_stages(size, low_res_size, vocabulary_size):
 
 
 def super_resolve(sampler, prompts, low_res, level, seed, s):
-    """A super-resolution stage's images from `low_res` (uint8), noised to step `level` first."""
+    """A super-resolution stage's images from `low_res` (uint8): it sees them noised to step `level`,
+    and draws what to add to their clean bilinear upsampling."""
     condition = diffusion.noise_augmented(low_res, sampler.x_shape[0], tf.fill([len(low_res)], level),
                                           sampler.alphas_cumprod, sampler.time_width, seed=[seed, 99])
     return sampler.generate(prompts, seed, s.super_resolution_steps, s.super_resolution_guidance, scheduler=s.scheduler,
-                            condition=[condition["low_res"], condition["augmentation_embedding"]])
+                            condition=[condition["low_res"], condition["augmentation_embedding"]], low_res=low_res)
 
 
 def cascade(base, super_resolution, prompts, seed, s, guidance=None):

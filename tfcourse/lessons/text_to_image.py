@@ -178,8 +178,9 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
     and fresh noise per image, every epoch, for training; fixed ones (by position) for validation, so
     its loss compares across epochs.
 
-    `super_resolution` = (low-res size, highest augmentation level): also the image shrunk to that
-    size (area averaging) and, as the stage sees it, `diffusion.noise_augmented` to a random level.
+    `super_resolution` = (low-res size, highest augmentation level): x0 is the residual over the
+    image shrunk to that size (area averaging) and upsampled, and the stage also sees the shrunk
+    image `diffusion.noise_augmented` to a random level.
 
     The digit's pixels weigh 1 + `digit_loss_weight` x its alpha in the loss. Its strokes are about 9 %
     of the pixels; with every pixel alike the photo behind it dominates the loss, and a 24-epoch model
@@ -196,10 +197,10 @@ def noising_pipeline(split, data, tokenize, alphas_cumprod, time_width, batch_si
             text = caption_strings(attributes, data.attribute_dropout, data.caption_dropout, seed + [0, 11])
         else:
             text = caption_strings(attributes, 0.0, 0.0, seed)
-        inputs, v = diffusion.training_batch(images, tokenize(text), alphas_cumprod, time_width, seed)
+        low_res = captions.shrunk(images, super_resolution[0]) if super_resolution else None
+        inputs, v = diffusion.training_batch(images, tokenize(text), alphas_cumprod, time_width, seed, low_res)
         if super_resolution:
-            size, highest_level = super_resolution
-            low_res = captions.shrunk(images, size)
+            highest_level = super_resolution[1]
             levels = tf.random.stateless_uniform([tf.shape(images)[0]], seed + [0, 5], maxval=highest_level + 1, dtype=tf.int32)
             inputs.update(diffusion.noise_augmented(low_res, tf.shape(images)[1], levels, alphas_cumprod, time_width,
                                                     seed + [0, 6]))
