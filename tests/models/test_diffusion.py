@@ -84,6 +84,13 @@ def test_velocity_recovers_the_clean_image_and_the_noise():
     np.testing.assert_allclose(np.sqrt(1 - a**2) * x_t + a * v, noise, atol=1e-4)
 
 
+def timesteps_of(embedding):
+    """The integer steps [B] a timestep embedding [B, TIME_WIDTH] encodes, read back from its lowest-frequency sine."""
+    half = TIME_WIDTH // 2
+    lowest = math.exp(-math.log(10000) * (half - 1) / half)
+    return tf.cast(tf.round(tf.asin(embedding[:, -1]) / lowest), tf.int32)
+
+
 class OracleUNet:
     """A stand-in denoiser with the UNet's signature that knows the clean image: it predicts the
     exact noise (or v) of x_t for `target` (it reads t back from the lowest-frequency sine of the embedding)."""
@@ -96,10 +103,7 @@ class OracleUNet:
         return self.pointing_to(tf.tile(self.target, [tf.shape(x)[0] // self.target.shape[0], 1, 1, 1]), x, embedding)
 
     def pointing_to(self, x0, x, embedding):
-        half = TIME_WIDTH // 2
-        lowest = math.exp(-math.log(10000) * (half - 1) / half)
-        t = tf.cast(tf.round(tf.asin(embedding[:, -1]) / lowest), tf.int32)
-        a = tf.reshape(tf.gather(tf.constant(self.alphas), t), (-1, 1, 1, 1))
+        a = tf.reshape(tf.gather(tf.constant(self.alphas), timesteps_of(embedding)), (-1, 1, 1, 1))
         noise = (x - tf.sqrt(a) * x0) / tf.sqrt(1 - a)
         return noise if self.prediction == "epsilon" else tf.sqrt(a) * noise - tf.sqrt(1 - a) * x0
 
@@ -224,9 +228,7 @@ def test_a_super_resolution_stage_draws_the_residual_over_the_upsampled_input():
     alphas = diffusion.cosine_alphas_cumprod()
     inputs, v = diffusion.training_batch(images, tf.zeros((3, 8), tf.int32), alphas, TIME_WIDTH, tf.constant([1, 2]),
                                          low_res=low_res)
-    a = np.sqrt(alphas[np.round(np.arcsin(inputs["timestep_embedding"][:, -1]) /
-                                math.exp(-math.log(10000) * (TIME_WIDTH // 2 - 1) / (TIME_WIDTH // 2))).astype(int)])
-    a = a.reshape(-1, 1, 1, 1)
+    a = np.sqrt(alphas[timesteps_of(inputs["timestep_embedding"]).numpy()]).reshape(-1, 1, 1, 1)
     np.testing.assert_allclose(a * inputs["noisy_images"] - np.sqrt(1 - a**2) * v, residual, atol=1e-3)  # x0: the residual
 
     # DDIM with a denoiser that points to the residual (handed to it as its condition) lands on the real images
