@@ -102,3 +102,6 @@ def test_held_out_captions_cover_every_colour_and_digit_and_observations_look_li
     names = [k["class"] for r in results for k in r]
     assert any("___" in n for n in names) and any(n.split("_")[0] == n.split("_")[-1] != n for n in names)
     assert len(set(names)) > 590
+    vowels = set("aeiouy")
+    words = [tool_requests.pronounceable_word(rng) for _ in range(200)]
+    assert len(set(words)) > 150 and all(w.isalpha() and w.islower() and set(w) & vowels for w in words)

@@ -203,12 +203,27 @@ def random_class_name(rng):
     "crying_baby", "Apple___Apple_scab": a word may come back)."""
     if rng.random() < 0.3:
         return random_word(rng, CLASS_NAME_LETTERS, longest=26)
-    words = [random_word(rng, "abcdefghijklmnopqrstuvwxyz", longest=9) for _ in range(int(rng.integers(1, 4)))]
+    words = [pronounceable_word(rng) if rng.random() < 0.5 else random_word(rng, "abcdefghijklmnopqrstuvwxyz", longest=9)
+             for _ in range(int(rng.integers(1, 4)))]
     if len(words) > 1 and rng.random() < 0.5:
         words[-1] = words[0]
     if rng.random() < 0.3:
         words = [w.capitalize() for w in words]
     return str(rng.choice(["_", "___", "-"])).join(words)
+
+
+ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "br", "ch", "cr", "pl", "sh", "st", "tr"]
+VOWELS = ["a", "e", "i", "o", "u", "y", "ea", "ee", "oo", "ou"]
+CODAS = ["", "", "", "ck", "l", "n", "ng", "r", "s", "t"]
+
+
+def pronounceable_word(rng):
+    """A made-up word of 1-3 syllables ("shoolen", "brat"): real class names are words ("rooster",
+    "cobra"), which the tokenizer writes in the pieces of its commoner words, and the model must
+    learn to copy those pieces too, not only the odd ones of random letters (a run trained on random
+    letters alone wrote "cobra" as "cvdra" and "tree" as "tme")."""
+    return "".join(str(rng.choice(ONSETS)) + str(rng.choice(VOWELS)) + str(rng.choice(CODAS))
+                   for _ in range(int(rng.integers(1, 4))))
 
 
 def split_captions(held_out):

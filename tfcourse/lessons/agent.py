@@ -50,7 +50,9 @@ FILE_TYPES = {"audio": (".wav",), "leaf": (".jpg", ".jpeg", ".png"), "person": (
 
 @dataclasses.dataclass
 class DataConfig:
-    train_conversations: int = 6000
+    # Each training conversation names new files and classes, and is seen about 5 times: with 6,000
+    # seen 20 times the model learned the training names instead of copying (held-out right calls 0.41)
+    train_conversations: int = 30000
     validation_conversations: int = 200
     test_requests: int = 100  # held-out requests, the five tools in turn
     # The files the held-out requests name: a folder (searched recursively) per kind, or "synthetic"
@@ -98,7 +100,7 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainConfig:
     strategy: str = "auto"
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 2e-3
     early_stopping_patience: int = 3
