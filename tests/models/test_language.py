@@ -52,17 +52,22 @@ def test_an_unknown_preset_is_named_with_the_choices():
         language.from_preset("gemma_huge")
 
 
-def test_a_chat_example_weights_the_models_turns_only_and_tokenizes_as_the_whole_chat(proto):
+def test_chat_examples_weight_the_models_turns_only_and_tokenize_as_the_whole_chat(proto):
     tokenizer = keras_hub.models.GemmaTokenizer(proto=proto)
     messages = [{"role": "user", "content": "What is on leaves/scab_1.jpg?"}, {"role": "model", "content": REPLY},
                 {"role": "user", "content": "Observation: {}"}, {"role": "model", "content": '{"answer": "scab"}'}]
-    x, y, weights = language.chat_example(tokenizer, messages, 160)
-    n = int(x["padding_mask"].sum())
-    whole = agent_loop.chat_text(messages)[: -len(agent_loop.START_TURN + "model\n")]  # without the open turn
-    assert x["token_ids"][1:n].tolist() == np.asarray(tokenizer(whole)).tolist()  # after <bos>
-    np.testing.assert_array_equal(x["token_ids"][1:n], y[: n - 1])  # labels: the next token
-    trained = tokenizer.detokenize(y[weights > 0])
-    assert trained == REPLY + agent_loop.END_TURN + '{"answer": "scab"}' + agent_loop.END_TURN
-    assert weights[n - 1 :].sum() == 0 and x["token_ids"][n:].sum() == 0 and y[n - 1 :].sum() == 0
-    with pytest.raises(UserError, match="more than model.sequence_length = 20"):
-        language.chat_example(tokenizer, messages, 20)
+    short = [{"role": "user", "content": "a sound"}, {"role": "model", "content": '{"answer": "a leaf"}'}]
+    x, y, weights = language.chat_examples(tokenizer, [messages, short], 160)
+    assert x["token_ids"].shape == x["padding_mask"].shape == y.shape == weights.shape == (2, 160)
+    for row, chat, answers in ((0, messages, REPLY + agent_loop.END_TURN + '{"answer": "scab"}'), (1, short, '{"answer": "a leaf"}')):
+        n = int(x["padding_mask"][row].sum())
+        whole = agent_loop.chat_text(chat)[: -len(agent_loop.START_TURN + "model\n")]  # without the open turn
+        assert x["token_ids"][row, 1:n].tolist() == np.asarray(tokenizer(whole)).tolist()  # after <bos>
+        np.testing.assert_array_equal(x["token_ids"][row, 1:n], y[row, : n - 1])  # labels: the next token
+        assert tokenizer.detokenize(y[row][weights[row] > 0]) == answers + agent_loop.END_TURN
+        assert weights[row, n - 1 :].sum() == 0 and x["token_ids"][row, n:].sum() == 0 and y[row, n - 1 :].sum() == 0
+    alone = language.chat_examples(tokenizer, [short], 160)  # a chat's row does not depend on the others
+    np.testing.assert_array_equal(alone[0]["token_ids"][0], x["token_ids"][1])
+    np.testing.assert_array_equal(alone[2][0], weights[1])
+    with pytest.raises(UserError, match="conversation 0 is .* more than model.sequence_length = 20"):
+        language.chat_examples(tokenizer, [messages], 20)

@@ -196,11 +196,10 @@ def configured_tools(config, run_dir):
 
 def conversation_dataset(tokenizer, conversations, tools, sequence_length, batch_size, shuffle_seed=None):
     """Conversations -> batches of ({"token_ids", "padding_mask"}, next tokens, weights on the model's turns)."""
-    examples = [language.chat_example(tokenizer, c.messages(tools), sequence_length) for c in conversations]
-    x = {key: np.stack([e[0][key] for e in examples]) for key in examples[0][0]}
-    dataset = tf.data.Dataset.from_tensor_slices((x, np.stack([e[1] for e in examples]), np.stack([e[2] for e in examples])))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        language.chat_examples(tokenizer, [c.messages(tools) for c in conversations], sequence_length))
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(examples), seed=shuffle_seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(conversations), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

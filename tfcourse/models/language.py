@@ -38,26 +38,31 @@ def train_tokenizer(texts, vocabulary_size):
     return proto.getvalue()
 
 
-def chat_example(tokenizer, messages, sequence_length):
-    """One conversation -> ({"token_ids", "padding_mask"}, next-token labels, sample weights), for a
-    CausalLM fitted with `preprocessor=None`: the loss falls on the model's turns only (their text
-    and closing marker), not on the prompt, the requests or the observations it is given."""
-    ids, weights = [tokenizer.token_to_id("<bos>")], [0]
-    for message in messages:
-        head = _ids(tokenizer, f"{START_TURN}{message['role']}\n")
-        body = _ids(tokenizer, message["content"] + END_TURN)
-        ids += head + body + _ids(tokenizer, "\n")
-        weights += [0] * len(head) + [int(message["role"] == "model")] * len(body) + [0]
-    if len(ids) > sequence_length + 1:
-        raise UserError(f"a conversation is {len(ids) - 1} tokens, more than model.sequence_length = {sequence_length}.")
-    pad = sequence_length + 1 - len(ids)
-    ids, weights = np.array(ids + [0] * pad, "int32"), np.array(weights + [0] * pad, "float32")
-    x = {"token_ids": ids[:-1], "padding_mask": np.arange(sequence_length) < len(ids) - pad}
-    return x, ids[1:], weights[1:]
+def chat_examples(tokenizer, chats, sequence_length):
+    """Conversations (lists of messages) -> stacked ({"token_ids", "padding_mask"}, next-token labels,
+    sample weights), one row each, for a CausalLM fitted with `preprocessor=None`: the loss falls on
+    the model's turns only (their text and closing marker), not on the prompt, the requests or the
+    observations it is given. Each distinct piece of text is tokenized once, all in one call (a call
+    per piece took 6 minutes for 30,000 chats on 2 cores)."""
+    def pieces(messages):  # (text, whether the loss falls on it)
+        return [piece for m in messages for piece in (
+            (f"{START_TURN}{m['role']}\n", 0), (m["content"] + END_TURN, int(m["role"] == "model")), ("\n", 0))]
 
-
-def _ids(tokenizer, text):
-    return np.asarray(tokenizer(text)).tolist()
+    chats = [pieces(messages) for messages in chats]
+    texts = sorted({text for chat in chats for text, _ in chat})
+    ids_of = dict(zip(texts, tokenizer(texts)))  # lists of ids
+    ids = np.zeros((len(chats), sequence_length + 1), "int32")
+    weights = np.zeros((len(chats), sequence_length + 1), "float32")
+    lengths = np.zeros((len(chats), 1), "int32")
+    for n, chat in enumerate(chats):
+        chat_ids = [tokenizer.token_to_id("<bos>")] + [i for text, _ in chat for i in ids_of[text]]
+        if len(chat_ids) > sequence_length + 1:
+            raise UserError(f"conversation {n} is {len(chat_ids) - 1} tokens, more than model.sequence_length = {sequence_length}.")
+        ids[n, : len(chat_ids)] = chat_ids
+        weights[n, : len(chat_ids)] = [0] + [trained for text, trained in chat for _ in ids_of[text]]
+        lengths[n] = len(chat_ids)
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.arange(sequence_length) < lengths}
+    return x, ids[:, 1:], weights[:, 1:]
 
 
 def tiny_gemma(proto, sequence_length, num_layers=2, hidden_dim=128, num_heads=4):
