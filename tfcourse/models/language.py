@@ -42,20 +42,21 @@ def chat_examples(tokenizer, chats, sequence_length):
     """Conversations (lists of messages) -> stacked ({"token_ids", "padding_mask"}, next-token labels,
     sample weights), one row each, for a CausalLM fitted with `preprocessor=None`: the loss falls on
     the model's turns only (their text and closing marker), not on the prompt, the requests or the
-    observations it is given. Each distinct piece of text is tokenized once, all in one call (a call
-    per piece took 6 minutes for 30,000 chats on 2 cores)."""
+    observations it is given. Each distinct piece of text is tokenized once, all in one call (3,000
+    agent chats on 2 cores: 0.6 s, against 14.6 s for a call per piece)."""
     def pieces(messages):  # (text, whether the loss falls on it)
         return [piece for m in messages for piece in (
             (f"{START_TURN}{m['role']}\n", 0), (m["content"] + END_TURN, int(m["role"] == "model")), ("\n", 0))]
 
-    chats = [pieces(messages) for messages in chats]
-    texts = sorted({text for chat in chats for text, _ in chat})
+    pieced = [pieces(messages) for messages in chats]
+    texts = sorted({text for chat in pieced for text, _ in chat})
     ids_of = dict(zip(texts, tokenizer(texts)))  # lists of ids
-    ids = np.zeros((len(chats), sequence_length + 1), "int32")
-    weights = np.zeros((len(chats), sequence_length + 1), "float32")
-    lengths = np.zeros((len(chats), 1), "int32")
-    for n, chat in enumerate(chats):
-        chat_ids = [tokenizer.token_to_id("<bos>")] + [i for text, _ in chat for i in ids_of[text]]
+    bos = tokenizer.token_to_id("<bos>")
+    ids = np.zeros((len(pieced), sequence_length + 1), "int32")
+    weights = np.zeros((len(pieced), sequence_length + 1), "float32")
+    lengths = np.zeros((len(pieced), 1), "int32")
+    for n, chat in enumerate(pieced):
+        chat_ids = [bos] + [i for text, _ in chat for i in ids_of[text]]
         if len(chat_ids) > sequence_length + 1:
             raise UserError(f"conversation {n} is {len(chat_ids) - 1} tokens, more than model.sequence_length = {sequence_length}.")
         ids[n, : len(chat_ids)] = chat_ids
