@@ -143,6 +143,17 @@ def non_chief_task():
     return f"{task_type}-{index}"
 
 
+def set_trainable(layer, trainable):
+    """`layer.trainable = trainable` for the layer and every layer in it, also where a flag already
+    reads `trainable`. On Keras 3.15's TensorFlow backend that assignment is skipped when the flag
+    holds the value (KerasAutoTrackable short-cuts `self.x = self.x`), also in the setter's own walk
+    through the sublayers; and a model reloaded from `.keras` brings a frozen sub-model back with its
+    flags False but its KerasHub layers' weights trainable: DreamBooth fine-tuned a base run's text
+    encoder that it was told to keep frozen."""
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):  # Keras has no public walk
+        keras.layers.Layer.trainable.fset(sublayer, trainable)
+
+
 def set_mixed_precision(enabled):
     keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
 

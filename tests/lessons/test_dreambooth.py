@@ -1,8 +1,11 @@
+import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfcourse import UserError, config
 from tfcourse.data import captioned_digits
@@ -25,6 +28,22 @@ def test_smoke_run_measures_both_arms_against_the_base(tmp_path):
     # the arms start from the same base: what differs is the training, so both moved from it
     assert report["results"]["with_prior"] != report["results"]["before"]
     assert report["results"]["without_prior"] != report["results"]["with_prior"]
+
+
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_a_reloaded_base_fine_tunes_its_text_encoder_only_when_asked(tmp_path, text_encoder):
+    denoiser, unet, encoder = diffusion.build_small("tiny", len(captioned_digits.VOCABULARY) + 2,
+                                                    captioned_digits.SEQUENCE_LENGTH)
+    encoder.trainable = False  # as the text-to-image run saves it
+    denoiser.save(tmp_path / "text_to_image.keras")
+    base = keras.models.load_model(tmp_path / "text_to_image.keras")
+    t = dataclasses.replace(config.load(dreambooth.Config).train, text_encoder=text_encoder)
+    dreambooth.compile_fine_tuning(base, t, tf.distribute.get_strategy())
+    trained = {id(v) for v in base.trainable_variables}
+    encoder_weights = base.get_layer("text_encoder").weights
+    assert all(id(v) in trained for v in base.get_layer("unet").trainable_weights)
+    assert sum(id(v) in trained for v in encoder_weights) == (len(encoder_weights) if text_encoder else 0)
+    assert len(trained) == len(unet.trainable_weights) + (len(encoder.weights) if text_encoder else 0)
 
 
 def test_batches_mix_instance_and_weighted_class_images():

@@ -183,7 +183,7 @@ def dreambooth_pipeline(instance, classes, seed, tokenize, alphas, time_width, b
 
 def compile_fine_tuning(denoiser, t, strategy):
     """-> the optimizer's fresh state: each arm starts from it, and both share one traced train step."""
-    denoiser.get_layer("text_encoder").trainable = t.text_encoder
+    train.set_trainable(denoiser.get_layer("text_encoder"), t.text_encoder)
     denoiser.compile(optimizer=keras.optimizers.AdamW(train.scaled_learning_rate(t.learning_rate, strategy)), loss="mse")
     denoiser.optimizer.build(denoiser.trainable_variables)
     return [v.numpy() for v in denoiser.optimizer.variables]
